@@ -1,0 +1,1 @@
+"""pitlane: real-time trigger engine for car makers and dealers."""

@@ -1,0 +1,161 @@
+"""The `pitlane` command: worker, demo, simulator, look-ups and operator tools.
+
+Each command builds the settings once and hands them down; the work itself lives in
+the modules the commands call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+
+from pitlane.settings import Settings
+
+app = typer.Typer(
+    help="pitlane: real-time triggers for car makers and dealers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+topics_app = typer.Typer(help="Manage the Kafka topics of topics.yaml.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+console = Console()
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValueError as error:
+        console.print(f"[red]invalid settings:[/] {error}")
+        raise typer.Exit(2) from error
+
+
+@app.command()
+def worker(
+    loglevel: Annotated[str, typer.Option(help="crit, error, warn, info or debug")] = "info",
+) -> None:
+    """Run a worker against the broker and Redis of the PITLANE_* settings."""
+    import faust
+
+    from pitlane.runtime.app import build_app
+    from pitlane.topics import load_topics
+
+    settings = _settings()
+    logging.getLogger(__name__).info("settings: %s", settings)
+    faust_app = build_app(settings, load_topics(settings.topics_file))
+    faust.Worker(faust_app, loglevel=loglevel).execute_from_commandline()
+
+
+@app.command()
+def demo(
+    customers: Annotated[int, typer.Option(min=1, help="Simulated customers.")] = 400,
+    seed: Annotated[int, typer.Option(help="Simulator seed; same seed, same traffic.")] = 7,
+    timeout: Annotated[float, typer.Option(help="Longest wait for the worker, s.")] = 120,
+) -> None:
+    """Bring up the embedded stack, run a worker and the simulator, show what flows."""
+    from pitlane.demo import run_demo
+
+    run_demo(console, customers=customers, seed=seed, settle_timeout_s=timeout)
+
+
+@app.command()
+def simulate(
+    customers: Annotated[int, typer.Option(min=1, help="Simulated customers.")] = 1000,
+    vehicles: Annotated[int | None, typer.Option(help="Vehicles (default 40% of customers).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed; the same seed gives the same events.")] = 1,
+    hours: Annotated[float, typer.Option(help="Event-time span of the traffic.")] = 1.0,
+    pace: Annotated[float | None, typer.Option(help="Messages per second (default: flat out).")] = None,
+) -> None:
+    """Publish a realistic, seeded mix of upstream events to the input topics."""
+    from datetime import timedelta
+
+    from pitlane.simulate import Scenario, generate, publish
+
+    settings = _settings()
+    scenario = Scenario(
+        customers=customers,
+        vehicles=vehicles,
+        seed=seed,
+        start=datetime.now(UTC) - timedelta(hours=hours),
+        span=timedelta(hours=hours),
+    )
+    messages = list(generate(scenario))
+    with Progress(console=console) as progress:
+        task = progress.add_task("publishing", total=len(messages))
+        report = publish(
+            settings.bootstrap_servers,
+            messages,
+            on_sent=lambda n: progress.advance(task, n),
+            pace=pace,
+        )
+    console.print(f"published {report.total:,} ({report.malformed} malformed): {report.per_topic}")
+
+
+@app.command()
+def profile(
+    customer_id: str,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show one customer's 360-degree view from Redis."""
+    from pitlane.adapters.redis_store import RedisStore
+    from pitlane.profiles import lookup_customer
+    from pitlane.render import profile_panel
+
+    settings = _settings()
+
+    async def look_up() -> dict[str, object] | None:
+        store = RedisStore(settings.redis_url.get_secret_value())
+        await store.start()
+        try:
+            return await lookup_customer(store, customer_id, datetime.now(UTC), settings)
+        finally:
+            await store.close()
+
+    view = asyncio.run(look_up())
+    if view is None:
+        console.print(f"[red]no customer {customer_id!r}[/]", highlight=False)
+        raise typer.Exit(1)
+    if as_json:
+        sys.stdout.write(json.dumps(view, indent=2) + "\n")
+    else:
+        console.print(profile_panel(view))
+
+
+@app.command()
+def schema(
+    out: Annotated[Path, typer.Option(help="Directory for the JSON Schema files.")] = Path("schemas"),
+) -> None:
+    """Write one JSON Schema per event, trigger and dead-letter type."""
+    from pitlane.schema import write_schemas
+
+    written = write_schemas(out)
+    console.print(f"wrote {len(written)} schemas to {out}")
+
+
+@topics_app.command("create")
+def topics_create(
+    replication_factor: Annotated[
+        int | None, typer.Option(help="Override the file's replication factor.")
+    ] = None,
+) -> None:
+    """Create the topics of topics.yaml that do not exist yet (safe to run again)."""
+    from pitlane.topics import create_topics, load_topics
+
+    settings = _settings()
+    report = create_topics(
+        settings.bootstrap_servers, load_topics(settings.topics_file), replication_factor
+    )
+    console.print(report.summary())
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,64 @@
+"""What pitlane keeps state about, and how those things are named.
+
+An entity is the unit of atomic state: one Redis key, one hash tag in a Redis
+Cluster. Events are routed to the entities they change; an event that touches
+several (an identification, a resale) changes each one idempotently on its own, so a
+crash between two of them is repaired by redelivery.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal, NamedTuple
+
+EntityKind = Literal["customer", "anonymous", "vehicle", "erased"]
+
+
+class EntityKey(NamedTuple):
+    """Kind and id of one entity; hashable, cheap, and usable as a dict key."""
+
+    kind: EntityKind
+    id: str
+
+
+def customer(customer_id: str) -> EntityKey:
+    """Key of a known customer's profile."""
+    return EntityKey("customer", customer_id)
+
+
+def anonymous(anonymous_id: str) -> EntityKey:
+    """Key of a web or device visitor's profile before (and after) login."""
+    return EntityKey("anonymous", anonymous_id)
+
+
+def vehicle(vin: str) -> EntityKey:
+    """Key of a vehicle's state."""
+    return EntityKey("vehicle", vin)
+
+
+def erased_marker(customer_id: str, salt: str) -> EntityKey:
+    """Key of the tombstone an erased customer leaves behind.
+
+    Only a salted hash of the id survives erasure, so the marker keeps late events and
+    replays from rebuilding the profile without keeping the id itself.
+    """
+    digest = hashlib.sha256(f"{salt}\x00{customer_id}".encode()).hexdigest()
+    return EntityKey("erased", digest[:32])
+
+
+_JUNK_IDS = frozenset({"", "null", "none", "undefined", "anonymous", "nan", "-1", "unknown"})
+
+
+def is_junk_id(value: str | None) -> bool:
+    """True for identifiers that trackers emit when they know nobody.
+
+    Merging on such an id would weld unrelated people into one profile, so these never
+    stitch or route: empty, `null`, `anonymous`, `0` and any run of zeros (also a zero
+    UUID), `-1`, and a few siblings of those.
+    """
+    if value is None:
+        return True
+    text = value.strip().lower()
+    if text in _JUNK_IDS:
+        return True
+    return text.replace("-", "").replace("0", "") == "" and "0" in text

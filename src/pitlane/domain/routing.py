@@ -1,0 +1,97 @@
+"""Which entities an event reads and changes.
+
+Routing runs in rounds: the first answer names what the event alone tells (its
+customer, its vehicle); once those are loaded, a further answer may name what their
+state points to (the customer an anonymous visitor was stitched to, a car's previous
+owner, the vehicles of a customer being erased). The shell loads until the answer
+names nothing new.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pitlane.domain import entities
+from pitlane.domain.entities import EntityKey, is_junk_id
+from pitlane.domain.events import (
+    BookingCancelled,
+    ConfiguratorEvent,
+    CustomerErased,
+    CustomerEvent,
+    CustomerIdentified,
+    InputEvent,
+    ServiceBooked,
+    ServiceCompleted,
+    TelematicsReading,
+    VehicleLinked,
+)
+from pitlane.domain.profile import State
+
+States = Mapping[EntityKey, State | None]
+
+
+class Unroutable(ValueError):
+    """An event that names no one pitlane may store state for (junk identifiers only)."""
+
+
+def customer_keys(customer_id: str, salt: str) -> list[EntityKey]:
+    """A customer's profile and the erasure tombstone that would forbid it."""
+    return [entities.customer(customer_id), entities.erased_marker(customer_id, salt)]
+
+
+def configurator_owner(event: ConfiguratorEvent, states: States, salt: str) -> list[EntityKey]:
+    """The profile a configurator event belongs to: the customer, else the visitor.
+
+    A visitor already stitched to a customer is followed to that customer, so clicks
+    after login and clicks before it end up in the same profile.
+    """
+    if not is_junk_id(event.customer_id):
+        assert event.customer_id is not None
+        return customer_keys(event.customer_id, salt)
+    if is_junk_id(event.anonymous_id):
+        raise Unroutable(
+            f"{event.type}: neither customer_id {event.customer_id!r} nor "
+            f"anonymous_id {event.anonymous_id!r} identifies anyone"
+        )
+    assert event.anonymous_id is not None
+    visitor = entities.anonymous(event.anonymous_id)
+    keys = [visitor]
+    state = states.get(visitor)
+    if state is not None and state["stitched_to"] is not None:
+        keys.extend(customer_keys(state["stitched_to"], salt))
+    return keys
+
+
+def keys_for(event: InputEvent, states: States, salt: str) -> list[EntityKey]:
+    """Every entity `event` needs, as far as the loaded `states` tell.
+
+    Raises `Unroutable` for an event whose only identifiers are junk.
+    """
+    if isinstance(event, ConfiguratorEvent):
+        return configurator_owner(event, states, salt)
+    if isinstance(event, TelematicsReading):
+        return [entities.vehicle(event.vin)]
+    assert isinstance(event, CustomerEvent)
+    if is_junk_id(event.customer_id):
+        raise Unroutable(f"{event.type}: customer_id {event.customer_id!r} identifies no one")
+    keys = customer_keys(event.customer_id, salt)
+    profile = states.get(keys[0])
+    if isinstance(event, ServiceBooked | ServiceCompleted):
+        keys.append(entities.vehicle(event.vin))
+    elif isinstance(event, BookingCancelled):
+        booking = profile["bookings"].get(event.booking_id) if profile else None
+        if booking is not None and booking.get("vin"):
+            keys.append(entities.vehicle(booking["vin"]))
+    elif isinstance(event, CustomerIdentified):
+        if not is_junk_id(event.anonymous_id):
+            keys.append(entities.anonymous(event.anonymous_id))
+    elif isinstance(event, VehicleLinked):
+        car = entities.vehicle(event.vin)
+        keys.append(car)
+        car_state = states.get(car)
+        if car_state is not None and car_state["owner"] not in (None, event.customer_id):
+            keys.append(entities.customer(car_state["owner"]))
+    elif isinstance(event, CustomerErased) and profile is not None:
+        keys.extend(entities.anonymous(a) for a in profile["anon_ids"])
+        keys.extend(entities.vehicle(v) for v in profile["vehicles"])
+    return keys

@@ -1,0 +1,100 @@
+"""The faust application: lifecycle, producer, web API and the batch consumer.
+
+faust runs the worker (signals, logging, the producer, the web server, timers); the
+hot path is the batch consumer started as an app task. faust's own consumer follows a
+small control topic only: a faust worker with no subscribed topic refuses to start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+from faust.web import Request, Response, View
+
+from pitlane.adapters.redis_store import RedisStore
+from pitlane.ingest import BatchHandler, OutMessage
+from pitlane.profiles import lookup_customer
+from pitlane.runtime.consumer import BatchConsumer, WorkerStats
+from pitlane.settings import Settings
+from pitlane.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+class FaustPublisher:
+    """Produces through the faust app's producer and waits for every acknowledgement."""
+
+    def __init__(self, app: faust.App) -> None:
+        self._app = app
+
+    async def publish(self, messages: Sequence[OutMessage]) -> None:
+        """Send all, then wait for all: one flush per batch, not per message."""
+        producer = self._app.producer
+        pending = [
+            await producer.send(m.topic, m.key, m.value, None, None, None) for m in messages
+        ]
+        await asyncio.gather(*pending)
+
+
+def build_app(settings: Settings, topics: Topics) -> faust.App:
+    """A ready-to-run worker app; nothing connects until the worker starts."""
+    session = settings.session_timeout_s
+    app = faust.App(
+        f"{settings.consumer_group}-control",
+        broker=settings.broker,
+        web_enabled=True,
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        broker_session_timeout=session,
+        broker_heartbeat_interval=max(0.1, session / 4),
+        broker_rebalance_timeout=max(session, 10),
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        producer_acks=-1,
+    )
+    store = RedisStore(settings.redis_url.get_secret_value())
+    stats = WorkerStats()
+    handler = BatchHandler(settings, store, FaustPublisher(app), topics)
+    consumer = BatchConsumer(settings, topics.inputs, handler, stats)
+    control = app.topic(topics.topic("control"), value_serializer="json")
+
+    async def ingest() -> None:
+        await store.start()
+        try:
+            await consumer.run()
+        finally:
+            await store.close()
+
+    app.task(ingest)
+
+    @app.agent(control)
+    async def operator_commands(stream: Any) -> None:
+        async for command in stream:
+            log.info("control command: %s", command)
+
+    @app.page("/customers/{customer_id}")
+    async def customer(web: View, request: Request, customer_id: str) -> Response:
+        view = await lookup_customer(store, customer_id, datetime.now(UTC), settings)
+        if view is None:
+            return web.json({"error": f"no customer {customer_id!r}"}, status=404)
+        return web.json(view)
+
+    @app.page("/stats")
+    async def worker_stats(web: View, request: Request) -> Response:
+        return web.json(stats.as_dict())
+
+    @app.page("/health")
+    async def health(web: View, request: Request) -> Response:
+        ready = bool(consumer.assigned)
+        return web.json(
+            {"ready": ready, "partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in consumer.assigned)},
+            status=200 if ready else 503,
+        )
+
+    return app
