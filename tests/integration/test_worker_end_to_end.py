@@ -58,7 +58,11 @@ def test_events_reach_the_profile(
             occurred_at=f"2026-11-22T08:0{i}:00Z",
         )
         for i, (category, code, label) in enumerate(
-            [("color", "P8P8", "Kings Red"), ("wheels", "W20", "20in Sagitta"), ("package", "PK1", "Comfort")]
+            [
+                ("color", "P8P8", "Kings Red"),
+                ("wheels", "W20", "20in Sagitta"),
+                ("package", "PK1", "Comfort"),
+            ]
         )
     ]
     for click in clicks:
@@ -127,9 +131,16 @@ def test_duplicate_event_is_applied_once(
     produce("configurator.events", customer, click)
     produce("configurator.events", customer, click)
     marker = _event("identity.consent_updated", customer_id=customer, channel="push", granted=False)
-    produce("configurator.events", customer, _event(
-        "configurator.session_started", customer_id=customer, session_id="S10", model_code="GOLF-GTI"
-    ))
+    produce(
+        "configurator.events",
+        customer,
+        _event(
+            "configurator.session_started",
+            customer_id=customer,
+            session_id="S10",
+            model_code="GOLF-GTI",
+        ),
+    )
     produce("identity.events", customer, marker)
     profile = _wait_for(
         lambda: (p := _profile(redis_client, customer)) and "S10" in p["sessions"] and p
@@ -143,22 +154,40 @@ def test_erasure_leaves_no_key_of_the_customer(
     customer = f"C-{uuid.uuid4().hex[:8]}"
     visitor = f"anon-{uuid.uuid4().hex[:8]}"
     vin = "WVWZZZE1Z" + uuid.uuid4().hex[:8].upper()
-    produce("configurator.events", visitor, _event(
-        "configurator.session_started", anonymous_id=visitor, session_id="S1", model_code="ID4-PRO"
-    ))
-    produce("identity.events", customer, _event(
-        "identity.customer_identified", customer_id=customer, anonymous_id=visitor
-    ))
-    produce("identity.events", customer, _event(
-        "identity.vehicle_linked", customer_id=customer, vin=vin, model_code="ID4-PRO"
-    ))
+    produce(
+        "configurator.events",
+        visitor,
+        _event(
+            "configurator.session_started",
+            anonymous_id=visitor,
+            session_id="S1",
+            model_code="ID4-PRO",
+        ),
+    )
+    produce(
+        "identity.events",
+        customer,
+        _event("identity.customer_identified", customer_id=customer, anonymous_id=visitor),
+    )
+    produce(
+        "identity.events",
+        customer,
+        _event("identity.vehicle_linked", customer_id=customer, vin=vin, model_code="ID4-PRO"),
+    )
     _wait_for(lambda: (p := _profile(redis_client, customer)) and p["vehicles"] and p["anon_ids"])
 
     produce("identity.events", customer, _event("identity.customer_erased", customer_id=customer))
-    produce("configurator.events", customer, _event(
-        "configurator.session_started", customer_id=customer, session_id="S2", model_code="ID4-PRO",
-        occurred_at="2026-11-22T09:00:00Z",
-    ))
+    produce(
+        "configurator.events",
+        customer,
+        _event(
+            "configurator.session_started",
+            customer_id=customer,
+            session_id="S2",
+            model_code="ID4-PRO",
+            occurred_at="2026-11-22T09:00:00Z",
+        ),
+    )
     _wait_for(lambda: _profile(redis_client, customer) is None)
     time.sleep(1.0)  # the late event after the erasure has been consumed by now
 

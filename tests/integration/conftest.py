@@ -1,0 +1,105 @@
+"""Integration fixtures: one real embedded stack (redis-server and tansu) per session.
+
+Starting it takes a fraction of a second, but sharing one keeps the session's process
+count and port use low on small CI machines. A missing binary or a service that will
+not start fails the tests that use it; it is never a skip.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import orjson
+import pytest
+import redis
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from pitlane.stack.embedded import EmbeddedStack, free_port
+from pitlane.worker_process import WorkerProcess
+
+
+@pytest.fixture(scope="session")
+def embedded_stack() -> Iterator[EmbeddedStack]:
+    """The session's running stack, with the topics of topics.yaml created."""
+    with EmbeddedStack() as stack:
+        yield stack
+
+
+@pytest.fixture(scope="session")
+def redis_client(embedded_stack: EmbeddedStack) -> Iterator[redis.Redis]:
+    """A plain client of the stack's Redis, for looking at stored state."""
+    client = redis.Redis.from_url(embedded_stack.redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def worker(embedded_stack: EmbeddedStack) -> Iterator[WorkerProcess]:
+    """One real `pitlane worker` process on the stack, shared by the session."""
+    process = WorkerProcess(
+        worker_env(embedded_stack), free_port(), embedded_stack.workdir / "worker.log"
+    )
+    process.start()
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="session")
+def produce(embedded_stack: EmbeddedStack) -> Iterator[Callable[[str, str, object], None]]:
+    """Publish one message (dict values as JSON, bytes as they are), acknowledged."""
+    producer = KafkaProducer(bootstrap_servers=embedded_stack.bootstrap_servers, acks="all")
+
+    def send(topic: str, key: str, value: object) -> None:
+        raw = value if isinstance(value, bytes) else orjson.dumps(value)
+        producer.send(topic, key=key.encode(), value=raw).get(timeout=10)
+
+    yield send
+    producer.close()
+
+
+@pytest.fixture(scope="session")
+def read_topic(
+    embedded_stack: EmbeddedStack,
+) -> Callable[..., list[dict[str, Any]]]:
+    """Read a topic from the start (assigned, no group join) until `match` finds records."""
+
+    def read(
+        topic: str, match: Callable[[dict[str, Any]], bool], timeout_s: float = 20.0
+    ) -> list[dict[str, Any]]:
+        consumer = KafkaConsumer(
+            bootstrap_servers=embedded_stack.bootstrap_servers,
+            enable_auto_commit=False,
+            consumer_timeout_ms=500,
+        )
+        try:
+            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+            consumer.assign(partitions)
+            consumer.seek_to_beginning(*partitions)
+            found: list[dict[str, Any]] = []
+            deadline = time.monotonic() + timeout_s
+            while not found and time.monotonic() < deadline:
+                for record in consumer:
+                    value = orjson.loads(record.value)
+                    if match(value):
+                        found.append(value)
+            return found
+        finally:
+            consumer.close()
+
+    return read
+
+
+def worker_env(stack: EmbeddedStack, **settings: str) -> dict[str, str]:
+    """PITLANE_* settings that point a worker at `stack`, with short group timeouts."""
+    env = {
+        "PITLANE_BROKER": stack.broker_url,
+        "PITLANE_REDIS_URL": stack.redis_url,
+        "PITLANE_SESSION_TIMEOUT_S": "2",
+    }
+    env.update({f"PITLANE_{name.upper()}": value for name, value in settings.items()})
+    return env
