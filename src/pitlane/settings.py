@@ -33,10 +33,13 @@ class Settings(BaseSettings):
         description="Redis URL; masked when logged because it may carry a password.",
     )
     clock: Literal["wall", "event"] = Field(
-        "wall", description="What deadlines are checked against: wall clock or event-time watermark."
+        "wall",
+        description="What deadlines are checked against: wall clock or event-time watermark.",
     )
     abandonment_window_s: float = Field(
-        86_400, gt=0, description="Quiet time after the last configurator activity that counts as abandonment."
+        86_400,
+        gt=0,
+        description="Quiet time after the last configurator activity that counts as abandonment.",
     )
     topics_file: Path = Field(Path("topics.yaml"), description="Topics definition file.")
 
@@ -45,12 +48,20 @@ class Settings(BaseSettings):
     batch_max_records: int = Field(500, gt=0, description="Most events taken from Kafka per batch.")
     batch_timeout_ms: int = Field(100, ge=0, description="Longest wait for a batch to fill.")
     session_timeout_s: float = Field(
-        10, gt=0, description="Kafka group session timeout; tansu answers a join after about half of it."
+        10,
+        gt=0,
+        description="Kafka group session timeout; tansu answers a join after about half of it.",
     )
-    web_port: int = Field(6066, ge=0, le=65535, description="Port of the worker's HTTP API (0 = any).")
+    web_port: int = Field(
+        6066, ge=0, le=65535, description="Port of the worker's HTTP API (0 = any)."
+    )
     web_host: str = Field("127.0.0.1", description="Interface the worker's HTTP API binds to.")
-    sessions_kept: int = Field(5, gt=0, description="Configurator sessions a profile keeps, newest first.")
-    sweep_interval_s: float = Field(1.0, gt=0, description="How often a worker fires due deadlines.")
+    sessions_kept: int = Field(
+        5, gt=0, description="Configurator sessions a profile keeps, newest first."
+    )
+    sweep_interval_s: float = Field(
+        1.0, gt=0, description="How often a worker fires due deadlines."
+    )
     timer_shards: int = Field(16, gt=0, description="Deadline index shards (sorted sets) in Redis.")
 
     # State.
@@ -62,10 +73,15 @@ class Settings(BaseSettings):
     )
     interest_half_life_days: float = Field(14, gt=0, description="Half-life of interest scores.")
     mileage_smoothing: float = Field(
-        0.3, gt=0, le=1, description="Weight of the newest day in the rolling daily-mileage estimate."
+        0.3,
+        gt=0,
+        le=1,
+        description="Weight of the newest day in the rolling daily-mileage estimate.",
     )
     mileage_min_span_h: float = Field(
-        6, gt=0, description="Shortest span between odometer samples that updates the daily-mileage estimate."
+        6,
+        gt=0,
+        description="Shortest span between odometer samples that updates the daily-mileage estimate.",
     )
     anonymous_ttl_s: int = Field(30 * DAY_S, gt=0, description="Lifetime of an anonymous profile.")
     erasure_salt: SecretStr = Field(
@@ -75,14 +91,27 @@ class Settings(BaseSettings):
     default_market: str = Field("DE", description="Market assumed when none is known.")
 
     # Rules.
-    engaged_min_options: int = Field(3, ge=1, description="Option selections that make a session engaged.")
+    engaged_min_options: int = Field(
+        3, ge=1, description="Option selections that make a session engaged."
+    )
     service_interval_km: int = Field(15_000, gt=0, description="Default service plan distance.")
     service_interval_months: int = Field(12, gt=0, description="Default service plan time.")
-    service_due_km: int = Field(1_500, ge=0, description="Remaining distance at which service is due.")
+    service_due_km: int = Field(
+        1_500, ge=0, description="Remaining distance at which service is due."
+    )
     service_due_days: int = Field(30, ge=0, description="Remaining time at which service is due.")
     contact_cap: int = Field(3, ge=0, description="Most triggers per customer per cap window.")
-    contact_cap_window_s: float = Field(7 * DAY_S, gt=0, description="Rolling window of the contact cap.")
+    contact_cap_window_s: float = Field(
+        7 * DAY_S, gt=0, description="Rolling window of the contact cap."
+    )
     cooldown_s: float = Field(7 * DAY_S, ge=0, description="Per-type quiet time after a trigger.")
+    control_group_pct: float = Field(
+        0,
+        ge=0,
+        le=100,
+        description="Share of customers (per trigger type, by a stable hash) held back to "
+        "measure uplift; their triggers go to pitlane.suppressed as control_group.",
+    )
 
     @field_validator("broker")
     @classmethod

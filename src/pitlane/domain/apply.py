@@ -10,6 +10,7 @@ on the order events of one customer arrive in.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +51,10 @@ from pitlane.settings import Settings
 DAY_S = 86_400.0
 CLOSED_KEPT = 20
 OWNERS_KEPT = 5
+SESSION_EVENT_IDS_KEPT = 10
+"""Newest event ids a session keeps: the `caused_by` of its abandonment trigger."""
+VEHICLE_EVENT_IDS_KEPT = 5
+"""Newest event ids a vehicle keeps: the `caused_by` of its service-due trigger."""
 
 INTEREST_WEIGHTS = {
     "configurator.option_selected": 1.0,
@@ -99,7 +104,12 @@ class _Step:
         return self.fresh(key, lambda: new_profile(kind, key.id))
 
     def vehicle(self, vin: str) -> State | None:
-        return self.fresh(entities.vehicle(vin), lambda: new_vehicle(vin))
+        car = self.fresh(entities.vehicle(vin), lambda: new_vehicle(vin))
+        if car is not None:
+            car["eids"] = newest_event_ids(
+                [*car.get("eids", []), [self.at, self.event.event_id]], VEHICLE_EVENT_IDS_KEPT
+            )
+        return car
 
     def is_erased(self, customer_id: str) -> bool:
         marker = entities.erased_marker(customer_id, self.settings.erasure_salt.get_secret_value())
@@ -152,12 +162,30 @@ def _session(profile: State, step: _Step, session_id: str) -> dict[str, Any]:
             "opts": {},
             "cfg": None,
             "quote": None,
+            "eids": [],
+            "fired": None,
+            "cats": {},
+            "acts": [],
+            "credited": [],
         }
         sessions[session_id] = session
         _keep_newest_sessions(sessions, step.settings.sessions_kept)
     session["started"] = min(session["started"], step.at)
     session["last"] = max(session["last"], step.at)
+    session["eids"] = newest_event_ids(
+        [*session.get("eids", []), [step.at, step.event.event_id]], SESSION_EVENT_IDS_KEPT
+    )
     return session
+
+
+def newest_event_ids(entries: list[list[Any]], kept: int) -> list[list[Any]]:
+    """The `kept` newest `[occurred_at, event_id]` entries, oldest first, without repeats.
+
+    Sorting by event time keeps the result the same whatever order events (or merged
+    histories) arrive in, so a trigger's `caused_by` does not depend on delivery order.
+    """
+    unique = {(at, event_id) for at, event_id in entries}
+    return [[at, event_id] for at, event_id in sorted(unique)[-kept:]]
 
 
 def _keep_newest_sessions(sessions: dict[str, dict[str, Any]], kept: int) -> None:
@@ -178,10 +206,26 @@ def _set_dealer(session: dict[str, Any], dealer_id: str | None, version: Version
         session["dealer"], session["dv"] = dealer_id, version
 
 
-def _interest(profile: State, category: str, weight: float, step: _Step) -> None:
-    half_life = step.settings.interest_half_life_days * DAY_S
+def _interest(profile: State, category: str, weight: float, at: float, settings: Settings) -> None:
+    half_life = settings.interest_half_life_days * DAY_S
     interest: dict[str, list[float]] = profile["interest"]
-    interest[category] = decay.add(interest.get(category), weight, step.at, half_life)
+    interest[category] = decay.add(interest.get(category), weight, at, half_life)
+
+
+def _credit_actions(profile: State, session: dict[str, Any], settings: Settings) -> None:
+    """Credit each save or quote to every category picked before it, once per pair.
+
+    Deciding by event times (not by what the session held when the save arrived) keeps
+    interest the same whatever order the clicks and the save are delivered in.
+    """
+    credited: list[str] = session["credited"]
+    for category, first_pick in session["cats"].items():
+        for event_id, at, weight in session["acts"]:
+            pair = f"{category}|{event_id}"
+            if first_pick <= at and pair not in credited:
+                credited.append(pair)
+                _interest(profile, category, weight, at, settings)
+    credited.sort()
 
 
 def _configurator(step: _Step) -> None:
@@ -204,7 +248,10 @@ def _configurator(step: _Step) -> None:
         _set_model(session, event.model_code, step.version)
         session["n"] += 1
         _choose_option(session, event, step.version)
-        _interest(profile, event.category, INTEREST_WEIGHTS[event.type], step)
+        cats: dict[str, float] = session["cats"]
+        cats[event.category] = min(cats.get(event.category, step.at), step.at)
+        _interest(profile, event.category, INTEREST_WEIGHTS[event.type], step.at, step.settings)
+        _credit_actions(profile, session, step.settings)
     elif isinstance(event, ConfigurationSaved):
         _set_model(session, event.model_code, step.version)
         _set_dealer(session, event.dealer_id, step.version)
@@ -222,18 +269,18 @@ def _configurator(step: _Step) -> None:
             session["cfg"] = saved
         if profile["saved"] is None or newer(step.version, profile["saved"]["v"]):
             profile["saved"] = saved
-        for category in _categories_of(session):
-            _interest(profile, category, INTEREST_WEIGHTS[event.type], step)
+        session["acts"] = sorted(
+            [*session["acts"], [event.event_id, step.at, INTEREST_WEIGHTS[event.type]]]
+        )
+        _credit_actions(profile, session, step.settings)
     elif isinstance(event, QuoteRequested):
         _set_dealer(session, event.dealer_id, step.version)
         session["quote"] = max(session["quote"] or step.at, step.at)
         _convert(profile, "quote", step.at)
-        for category in _categories_of(session):
-            _interest(profile, category, INTEREST_WEIGHTS[event.type], step)
-
-
-def _categories_of(session: dict[str, Any]) -> list[str]:
-    return sorted(session["opts"])
+        session["acts"] = sorted(
+            [*session["acts"], [event.event_id, step.at, INTEREST_WEIGHTS[event.type]]]
+        )
+        _credit_actions(profile, session, step.settings)
 
 
 def _choose_option(session: dict[str, Any], event: OptionSelected, version: Version) -> None:
@@ -276,13 +323,32 @@ def _test_drive_booked(step: _Step) -> None:
     if profile is None:
         return
     _convert(profile, "test_drive", step.at)
-    if event.booking_id not in profile["closed"]:
-        profile["bookings"][event.booking_id] = {
+    _open_booking(
+        profile,
+        event.booking_id,
+        {
             "kind": "test_drive",
             "at": event.scheduled_at.timestamp(),
             "model": event.model_code,
             "dealer": event.dealer_id,
-        }
+        },
+        step.version,
+    )
+
+
+def _open_booking(
+    profile: State, booking_id: str, booking: dict[str, Any], version: Version
+) -> None:
+    """Record a booking unless it was closed already or a newer version is stored.
+
+    A rebooking reuses the id; the newest by event time wins, as on the vehicle.
+    """
+    current = profile["bookings"].get(booking_id)
+    if booking_id in profile["closed"] or (
+        current is not None and not newer(version, current.get("v"))
+    ):
+        return
+    profile["bookings"][booking_id] = {**booking, "v": version}
 
 
 def _service_booked(step: _Step) -> None:
@@ -293,16 +359,30 @@ def _service_booked(step: _Step) -> None:
     profile = step.customer(event.customer_id)
     stored = step.states.get(entities.customer(event.customer_id))
     closed = stored is not None and event.booking_id in stored["closed"]
-    if profile is not None and not closed:
-        profile["bookings"][event.booking_id] = {
-            "kind": "service",
-            "at": event.scheduled_at.timestamp(),
-            "vin": event.vin,
-            "dealer": event.dealer_id,
-            "services": list(event.services or []),
-        }
+    scheduled = event.scheduled_at.timestamp()
+    if profile is not None:
+        _open_booking(
+            profile,
+            event.booking_id,
+            {
+                "kind": "service",
+                "at": scheduled,
+                "vin": event.vin,
+                "dealer": event.dealer_id,
+                "services": list(event.services or []),
+            },
+            step.version,
+        )
     car = step.vehicle(event.vin)
-    if car is not None and not closed and event.booking_id not in car["closed"]:
+    serviced_since = car is not None and (
+        car["service"] is not None and car["service"]["at"] + DAY_S >= scheduled
+    )
+    if (
+        car is not None
+        and not closed
+        and not serviced_since
+        and event.booking_id not in car["closed"]
+    ):
         current = car["booking"]
         if current is None or newer(step.version, current["v"]):
             car["booking"] = {
@@ -424,6 +504,8 @@ def _customer_identified(step: _Step) -> None:
     if is_junk_id(event.anonymous_id):
         step.applied.notes.append(f"identity: junk anonymous_id {event.anonymous_id!r} ignored")
         return
+    if step.is_erased(event.customer_id):
+        return
     visitor_key = entities.anonymous(event.anonymous_id)
     visitor_before = step.states.get(visitor_key)
     owner = visitor_before["stitched_to"] if visitor_before is not None else None
@@ -442,8 +524,9 @@ def _customer_identified(step: _Step) -> None:
     profile = step.customer(event.customer_id)
     if profile is None:
         return
-    if event.anonymous_id not in profile["anon_ids"]:
-        profile["anon_ids"].append(event.anonymous_id)
+    if event.anonymous_id in profile["anon_ids"]:
+        return  # logged in again on the same device: its history is merged already
+    profile["anon_ids"].append(event.anonymous_id)
     source = step.states.get(visitor_key)
     if source is not None:
         merge_profile(profile, source, step.settings)
@@ -454,8 +537,10 @@ def merge_profile(target: State, source: State, settings: Settings) -> None:
 
     The merge gives the same result as if the visitor's events had been applied to the
     customer directly, which keeps state independent of whether a click arrived before
-    or after the login that identified it.
+    or after the login that identified it. Nothing of `source` is shared with
+    `target`: both stay independently changeable within one batch.
     """
+    source = copy.deepcopy(source)
     seen: list[str] = target["seen"]
     seen.extend(eid for eid in source["seen"] if eid not in seen)
     del seen[: max(0, len(seen) - settings.dedupe_ids)]
@@ -475,7 +560,9 @@ def merge_profile(target: State, source: State, settings: Settings) -> None:
         target["saved"] = source["saved"]
     for session_id, theirs in source["sessions"].items():
         ours = target["sessions"].get(session_id)
-        target["sessions"][session_id] = theirs if ours is None else _merge_session(ours, theirs)
+        merged = theirs if ours is None else _merge_session(ours, theirs)
+        target["sessions"][session_id] = merged
+        _credit_actions(target, merged, settings)
     _keep_newest_sessions(target["sessions"], settings.sessions_kept)
 
 
@@ -487,10 +574,22 @@ def _merge_session(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, An
     for value, version in (("model", "mv"), ("dealer", "dv"), ("market", "mkv")):
         if theirs.get(version) is not None and newer(theirs[version], ours.get(version)):
             merged[value], merged[version] = theirs[value], theirs[version]
-    if theirs["cfg"] is not None and (ours["cfg"] is None or newer(theirs["cfg"]["v"], ours["cfg"]["v"])):
+    if theirs["cfg"] is not None and (
+        ours["cfg"] is None or newer(theirs["cfg"]["v"], ours["cfg"]["v"])
+    ):
         merged["cfg"] = theirs["cfg"]
     quotes = [q for q in (ours["quote"], theirs["quote"]) if q is not None]
     merged["quote"] = max(quotes) if quotes else None
+    merged["eids"] = newest_event_ids(
+        [*ours.get("eids", []), *theirs.get("eids", [])], SESSION_EVENT_IDS_KEPT
+    )
+    merged["fired"] = ours.get("fired") or theirs.get("fired")
+    merged["cats"] = dict(ours["cats"])
+    for category, first_pick in theirs["cats"].items():
+        merged["cats"][category] = min(merged["cats"].get(category, first_pick), first_pick)
+    acts = {act[0]: act for act in [*ours["acts"], *theirs["acts"]]}
+    merged["acts"] = [acts[event_id] for event_id in sorted(acts)]
+    merged["credited"] = sorted({*ours["credited"], *theirs["credited"]})
     opts: dict[str, dict[str, Any]] = {c: dict(o) for c, o in ours["opts"].items()}
     for category, chosen in theirs["opts"].items():
         mine = opts.setdefault(category, {})
@@ -507,6 +606,8 @@ def _merge_session(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, An
 def _vehicle_linked(step: _Step) -> None:
     event = step.event
     assert isinstance(event, VehicleLinked)
+    if step.is_erased(event.customer_id):
+        return
     car = step.vehicle(event.vin)
     if car is not None and newer(step.version, car["owner_since"]):
         previous = car["owner"]

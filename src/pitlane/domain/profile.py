@@ -38,6 +38,7 @@ def new_profile(kind: str, entity_id: str) -> State:
         "anon_ids": [],
         "stitched_to": None,
         "conflicts": [],
+        "contacts": [],
     }
 
 
@@ -67,6 +68,8 @@ def new_vehicle(vin: str) -> State:
         "dtc": [],
         "booking": None,
         "closed": [],
+        "eids": [],
+        "due_fired": None,
     }
 
 

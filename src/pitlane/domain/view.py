@@ -114,7 +114,11 @@ def _vehicle(vin: str, car: State | None, since: float) -> dict[str, Any]:
         "daily_km": None if car["rate"] is None else round(car["rate"], 1),
         "last_service": None
         if service is None
-        else {"odometer_km": service["km"], "at": iso(service["at"]), "dealer_id": service["dealer"]},
+        else {
+            "odometer_km": service["km"],
+            "at": iso(service["at"]),
+            "dealer_id": service["dealer"],
+        },
         "service_indicator": car["ind"],
         "trouble_codes": car["dtc"],
         "open_service_booking": None
