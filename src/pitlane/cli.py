@@ -69,10 +69,14 @@ def demo(
 @app.command()
 def simulate(
     customers: Annotated[int, typer.Option(min=1, help="Simulated customers.")] = 1000,
-    vehicles: Annotated[int | None, typer.Option(help="Vehicles (default 40% of customers).")] = None,
+    vehicles: Annotated[
+        int | None, typer.Option(help="Vehicles (default 40% of customers).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed; the same seed gives the same events.")] = 1,
     hours: Annotated[float, typer.Option(help="Event-time span of the traffic.")] = 1.0,
-    pace: Annotated[float | None, typer.Option(help="Messages per second (default: flat out).")] = None,
+    pace: Annotated[
+        float | None, typer.Option(help="Messages per second (default: flat out).")
+    ] = None,
 ) -> None:
     """Publish a realistic, seeded mix of upstream events to the input topics."""
     from datetime import timedelta
@@ -131,7 +135,9 @@ def profile(
 
 @app.command()
 def schema(
-    out: Annotated[Path, typer.Option(help="Directory for the JSON Schema files.")] = Path("schemas"),
+    out: Annotated[Path, typer.Option(help="Directory for the JSON Schema files.")] = Path(
+        "schemas"
+    ),
 ) -> None:
     """Write one JSON Schema per event, trigger and dead-letter type."""
     from pitlane.schema import write_schemas

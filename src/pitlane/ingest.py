@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -21,7 +21,8 @@ import orjson
 
 from pitlane.adapters.redis_store import Loaded, RedisStore, VersionConflict, Write
 from pitlane.domain.apply import apply
-from pitlane.domain.entities import EntityKey
+from pitlane.domain.decide import decide, decision_keys
+from pitlane.domain.entities import EntityKey, erased_marker
 from pitlane.domain.events import InputEvent, InvalidEvent, decode_event
 from pitlane.domain.outputs import dead_letter
 from pitlane.domain.profile import State
@@ -32,6 +33,8 @@ from pitlane.topics import Topics
 log = logging.getLogger(__name__)
 
 MAX_CONFLICT_RETRIES = 8
+SWEEP_LEASE_S = 30.0
+"""How long a claimed deadline is hidden from other workers while one decides it."""
 
 
 class RawRecord(Protocol):
@@ -66,27 +69,38 @@ class Publisher(Protocol):
 
 @dataclass
 class BatchResult:
-    """What one batch did, for the worker's counters."""
+    """What one batch (or one deadline sweep) did, for the worker's counters."""
 
     events: Counter[str] = field(default_factory=Counter)
     dead_letters: int = 0
     duplicates: int = 0
     notes: Counter[str] = field(default_factory=Counter)
     conflicts: int = 0
+    triggers: Counter[str] = field(default_factory=Counter)
+    suppressed: Counter[str] = field(default_factory=Counter)
 
 
 class BatchHandler:
-    """Applies batches of raw records; safe to call again with the same records."""
+    """Applies batches of raw records and fires due deadlines; both safe to repeat.
+
+    A batch and a sweep go through the same transaction: load what is needed, apply
+    events, decide triggers, publish them, then write states, deadlines and the
+    watermark in one compare-and-set. Publishing comes before the write so a crash
+    in between re-sends a trigger with the same id instead of losing it.
+    """
 
     def __init__(
         self, settings: Settings, store: RedisStore, publisher: Publisher, topics: Topics
     ) -> None:
         self._settings = settings
         self._salt = settings.erasure_salt.get_secret_value()
+        self._event_clock = settings.clock == "event"
         self._store = store
         self._publisher = publisher
+        self._topics = topics
         self._deadletter_topic = topics.topic("deadletter")
         self._anonymous_ttl = settings.anonymous_ttl_s
+        self._watermark: float | None = None
 
     async def handle(self, records: Sequence[RawRecord], now: datetime) -> BatchResult:
         """Apply `records` (in order per partition) and publish what they produce.
@@ -97,64 +111,120 @@ class BatchHandler:
         """
         result = BatchResult()
         events: list[InputEvent] = []
-        out: list[OutMessage] = []
+        letters: list[OutMessage] = []
         for record in records:
             try:
                 event = decode_event(record.value or b"", record.topic)
                 keys_for(event, {}, self._salt)
             except (InvalidEvent, Unroutable) as error:
                 reason = error.reason if isinstance(error, InvalidEvent) else str(error)
-                out.append(self._dead_letter(record, reason, now))
+                letters.append(self._dead_letter(record, reason, now))
                 continue
             events.append(event)
             result.events[event.type] += 1
+        latest = max((e.occurred_at.timestamp() for e in events), default=None)
+        if latest is not None and (self._watermark is None or latest > self._watermark):
+            self._watermark = latest
+        await self._transact(events, [], self._decision_time(now, self._watermark), result)
+        result.dead_letters = len(letters)
+        if letters:
+            await self._publisher.publish(letters)
+        return result
+
+    async def fire_due(self, now: datetime, limit: int = 500) -> BatchResult:
+        """Decide every entity whose deadline has passed; they are leased to this worker."""
+        result = BatchResult()
+        if self._event_clock:
+            stored = await self._store.watermark()
+            if stored is not None and (self._watermark is None or stored > self._watermark):
+                self._watermark = stored
+            if self._watermark is None:
+                return result
+        at = self._decision_time(now, self._watermark)
+        due = await self._store.claim_due(at, SWEEP_LEASE_S, limit)
+        if due:
+            await self._transact([], due, at, result)
+        return result
+
+    def _decision_time(self, now: datetime, watermark: float | None) -> float:
+        """Wall clock, or the event-time watermark less the allowed lateness."""
+        if not self._event_clock:
+            return now.timestamp()
+        if watermark is None:
+            return float("-inf")
+        return watermark - self._settings.allowed_lateness_s
+
+    async def _transact(
+        self, events: list[InputEvent], due: list[EntityKey], at: float, result: BatchResult
+    ) -> None:
         for attempt in range(MAX_CONFLICT_RETRIES):
             try:
-                await self._apply_all(events, result)
-                break
+                await self._apply_and_decide(events, due, at, result)
+                return
             except VersionConflict as conflict:
                 result.conflicts += 1
                 log.info("retrying batch: %s (attempt %d)", conflict, attempt + 1)
                 await asyncio.sleep(0.005 * (attempt + 1))
-        else:
-            raise RuntimeError("batch kept conflicting with other workers; giving up for now")
-        result.dead_letters = len(out)
-        if out:
-            await self._publisher.publish(out)
-        return result
+        raise RuntimeError("batch kept conflicting with other workers; giving up for now")
 
-    async def _apply_all(self, events: list[InputEvent], result: BatchResult) -> None:
+    async def _apply_and_decide(
+        self, events: list[InputEvent], due: list[EntityKey], at: float, result: BatchResult
+    ) -> None:
         versions: dict[EntityKey, int] = {}
         working: dict[EntityKey, State | None] = {}
 
-        async def load(keys: list[EntityKey]) -> None:
+        async def load(keys: Iterable[EntityKey]) -> None:
             missing = list(dict.fromkeys(k for k in keys if k not in versions))
             loaded: dict[EntityKey, Loaded] = await self._store.load(missing)
             for key, entity in loaded.items():
                 versions[key] = entity.version
                 working[key] = entity.state
 
-        await load([k for e in events for k in keys_for(e, working, self._salt)])
+        await load([*due, *(k for e in events for k in keys_for(e, working, self._salt))])
         await load([k for e in events for k in keys_for(e, working, self._salt)])
         changed: set[EntityKey] = set()
         notes: Counter[str] = Counter()
         duplicates = 0
         for event in events:
-            while True:
-                needed = [k for k in keys_for(event, working, self._salt) if k not in versions]
-                if not needed:
-                    break
+            while needed := [k for k in keys_for(event, working, self._salt) if k not in versions]:
                 await load(needed)
             applied = apply(event, working, self._settings)
             if not applied.changed:
                 duplicates += 1
             changed |= applied.changed
             notes.update(applied.notes)
+        touched = [k for k in (*changed, *due) if k.kind in ("customer", "vehicle")]
+        owners = decision_keys(working, touched)
+        await load([*owners, *(erased_marker(k.id, self._salt) for k in owners)])
+        decisions = decide(working, touched, at, self._settings, self._event_clock)
+        changed |= decisions.changed
+        outputs = [
+            OutMessage(
+                self._topics.topic(t.type),
+                t.customer_id.encode(),
+                orjson.dumps(t.model_dump(mode="json")),
+            )
+            for t in decisions.triggers
+        ]
+        outputs.extend(
+            OutMessage(
+                self._topics.topic("suppressed"),
+                s.trigger.customer_id.encode(),
+                orjson.dumps(s.model_dump(mode="json")),
+            )
+            for s in decisions.suppressed
+        )
+        if outputs:
+            await self._publisher.publish(outputs)
         await self._store.write(
-            Write(key, versions[key], working[key], self._ttl(key)) for key in sorted(changed)
+            (Write(key, versions[key], working[key], self._ttl(key)) for key in sorted(changed)),
+            decisions.deadlines,
+            self._watermark if events else None,
         )
         result.duplicates = duplicates
         result.notes = notes
+        result.triggers = Counter(t.type for t in decisions.triggers)
+        result.suppressed = Counter(s.reason for s in decisions.suppressed)
 
     def _ttl(self, key: EntityKey) -> int:
         return self._anonymous_ttl if key.kind == "anonymous" else 0

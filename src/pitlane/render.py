@@ -58,7 +58,9 @@ def profile_panel(view: dict[str, Any]) -> Panel:
         parts.append(
             Text(
                 "open bookings: "
-                + ", ".join(f"{b['booking_id']} ({b['kind']}, {b['at']})" for b in view["open_bookings"])
+                + ", ".join(
+                    f"{b['booking_id']} ({b['kind']}, {b['at']})" for b in view["open_bookings"]
+                )
             )
         )
     if view["vehicles"]:

@@ -81,12 +81,12 @@ class Settings(BaseSettings):
     mileage_min_span_h: float = Field(
         6,
         gt=0,
-        description="Shortest span between odometer samples that updates the daily-mileage estimate.",
+        description="Shortest odometer sample span that updates the daily-mileage estimate.",
     )
     anonymous_ttl_s: int = Field(30 * DAY_S, gt=0, description="Lifetime of an anonymous profile.")
     erasure_salt: SecretStr = Field(
         SecretStr("pitlane-default-salt"),
-        description="Salt of the hash that remembers erased customer ids; set a secret one in production.",
+        description="Salt of erased-customer hashes; set a secret one in production.",
     )
     default_market: str = Field("DE", description="Market assumed when none is known.")
 

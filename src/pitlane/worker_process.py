@@ -50,7 +50,7 @@ class WorkerProcess:
         """GET a path of the worker's web API: status and decoded JSON body."""
         url = f"http://127.0.0.1:{self.web_port}{path}"
         try:
-            with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback
+            with urllib.request.urlopen(url, timeout=5) as response:  # loopback only
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read() or b"null")

@@ -9,7 +9,8 @@ each other's update: the loser re-reads and re-applies.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -22,33 +23,84 @@ from pitlane.domain.profile import State
 _PREFIX = {"customer": "cust", "anonymous": "anon", "vehicle": "veh", "erased": "erased"}
 _SUFFIX = {"customer": ":profile", "anonymous": ":profile", "vehicle": ":state", "erased": ""}
 
-# KEYS: the entities; ARGV: per key (expected version, new value or "" to delete, ttl s).
-# All-or-nothing: the first moved version aborts the whole write and is reported.
+# KEYS: n entities, then m timer shards, then the watermark key.
+# ARGV: n, m; per entity (expected version, new value or "" to delete, ttl s); per timer
+# (member, deadline or "" to drop); the batch's largest event time or "".
+# All-or-nothing: the first moved version aborts the whole write and is reported, so
+# state, deadlines and watermark always move together.
 _COMPARE_AND_SET = """
-for i, key in ipairs(KEYS) do
-  local current = redis.call('GET', key)
+local n, m = tonumber(ARGV[1]), tonumber(ARGV[2])
+for i = 1, n do
+  local current = redis.call('GET', KEYS[i])
   local version = '0'
   if current then version = string.match(current, '^(%d+)|') or 'x' end
-  if version ~= ARGV[3 * i - 2] then return {i} end
+  if version ~= ARGV[3 * i] then return {i} end
 end
-for i, key in ipairs(KEYS) do
-  local value = ARGV[3 * i - 1]
-  local ttl = tonumber(ARGV[3 * i])
+for i = 1, n do
+  local value = ARGV[3 * i + 1]
+  local ttl = tonumber(ARGV[3 * i + 2])
   if value == '' then
-    redis.call('DEL', key)
+    redis.call('DEL', KEYS[i])
   elseif ttl > 0 then
-    redis.call('SET', key, value, 'EX', ttl)
+    redis.call('SET', KEYS[i], value, 'EX', ttl)
   else
-    redis.call('SET', key, value)
+    redis.call('SET', KEYS[i], value)
   end
+end
+local base = 3 * n + 2
+for j = 1, m do
+  local member, deadline = ARGV[base + 2 * j - 1], ARGV[base + 2 * j]
+  if deadline == '' then
+    redis.call('ZREM', KEYS[n + j], member)
+  else
+    redis.call('ZADD', KEYS[n + j], deadline, member)
+  end
+end
+local seen = ARGV[base + 2 * m + 1]
+if seen ~= '' then
+  local mark = tonumber(redis.call('GET', KEYS[n + m + 1]) or '0')
+  if tonumber(seen) > mark then redis.call('SET', KEYS[n + m + 1], seen) end
 end
 return {}
 """
+
+# KEYS[1]: a timer shard. ARGV: now, lease s, limit. Takes the due members and pushes
+# them `lease` into the future, so no other worker takes them while this one decides;
+# deciding re-arms or drops them, and a worker that dies lets the lease run out.
+_CLAIM_DUE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+local lease = tonumber(ARGV[1]) + tonumber(ARGV[2])
+for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], lease, member) end
+return due
+"""
+
+WATERMARK_KEY = "pitlane:watermark"
 
 
 def redis_key(key: EntityKey) -> str:
     """The Redis key of an entity, hash-tagged on the entity's own id."""
     return f"pitlane:{_PREFIX[key.kind]}:{{{key.id}}}{_SUFFIX[key.kind]}"
+
+
+def timer_member(key: EntityKey) -> str:
+    """How an entity is named in the deadline index."""
+    return f"{key.kind}:{key.id}"
+
+
+def timer_entity(member: str) -> EntityKey:
+    """The entity a deadline-index member names."""
+    kind, _, entity_id = member.partition(":")
+    return EntityKey(kind, entity_id)  # type: ignore[arg-type]
+
+
+def timer_shard(member: str, shards: int) -> str:
+    """The sorted set holding `member`'s deadline: a stable hash spreads entities."""
+    return timer_shard_key(zlib.crc32(member.encode()) % shards)
+
+
+def timer_shard_key(shard: int) -> str:
+    """The key of one deadline-index shard, its own Redis Cluster slot."""
+    return f"pitlane:timers:{{{shard}}}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,16 +145,18 @@ def encode(version: int, state: State) -> bytes:
 
 
 class RedisStore:
-    """Batch reads and atomic batch writes of entity state.
+    """Batch reads and atomic batch writes of entity state, deadlines and watermark.
 
     Connects in `start()`, never on construction, so building the worker has no side
     effects.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, timer_shards: int = 16) -> None:
         self._url = url
+        self._shards = timer_shards
         self._redis: aioredis.Redis | None = None
         self._cas: Any = None
+        self._claim: Any = None
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -112,11 +166,12 @@ class RedisStore:
         return self._redis
 
     async def start(self) -> None:
-        """Connect and register the compare-and-set script."""
+        """Connect and register the scripts."""
         self._redis = aioredis.Redis.from_url(
             self._url, decode_responses=False, health_check_interval=30
         )
         self._cas = self._redis.register_script(_COMPARE_AND_SET)
+        self._claim = self._redis.register_script(_CLAIM_DUE)
         await self._redis.ping()
 
     async def close(self) -> None:
@@ -132,15 +187,53 @@ class RedisStore:
         raws = await self.redis.mget([redis_key(k) for k in keys])
         return {key: decode(raw) for key, raw in zip(keys, raws, strict=True)}
 
-    async def write(self, writes: Iterable[Write]) -> None:
-        """Store every write atomically, or raise VersionConflict and store none."""
+    async def write(
+        self,
+        writes: Iterable[Write],
+        deadlines: Mapping[EntityKey, float | None] | None = None,
+        watermark: float | None = None,
+    ) -> None:
+        """Store states, deadlines and watermark atomically, or raise VersionConflict.
+
+        A None deadline drops the entity from the deadline index; `watermark` only ever
+        moves the stored event-time watermark forward.
+        """
         batch = list(writes)
-        if not batch:
+        timers = sorted((deadlines or {}).items())
+        if not batch and not timers and watermark is None:
             return
-        args: list[bytes | int] = []
+        keys = [redis_key(w.key) for w in batch]
+        args: list[bytes | int | float | str] = [len(batch), len(timers)]
         for w in batch:
             value = b"" if w.state is None else encode(w.expected_version + 1, w.state)
             args.extend((w.expected_version, value, w.ttl_s))
-        result = await self._cas(keys=[redis_key(w.key) for w in batch], args=args)
+        for key, deadline in timers:
+            member = timer_member(key)
+            keys.append(timer_shard(member, self._shards))
+            args.extend((member, "" if deadline is None else repr(deadline)))
+        keys.append(WATERMARK_KEY)
+        args.append("" if watermark is None else repr(watermark))
+        result = await self._cas(keys=keys, args=args)
         if result:
             raise VersionConflict(batch[int(result[0]) - 1].key)
+
+    async def claim_due(self, now: float, lease_s: float, limit: int) -> list[EntityKey]:
+        """Entities whose deadline has passed at `now`, leased to this caller."""
+        claimed: list[EntityKey] = []
+        for shard in range(self._shards):
+            members = await self._claim(
+                keys=[timer_shard_key(shard)], args=[repr(now), repr(lease_s), limit]
+            )
+            claimed.extend(timer_entity(m.decode()) for m in members)
+        return claimed
+
+    async def watermark(self) -> float | None:
+        """The largest event time any worker has applied, if any."""
+        raw = await self.redis.get(WATERMARK_KEY)
+        return None if raw is None else float(raw)
+
+    async def deadline(self, key: EntityKey) -> float | None:
+        """The armed deadline of one entity (for tools and tests)."""
+        member = timer_member(key)
+        score = await self.redis.zscore(timer_shard(member, self._shards), member)
+        return None if score is None else float(score)

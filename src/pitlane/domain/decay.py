@@ -12,7 +12,7 @@ DecayedScore = list[float]  # [value, reference_time_epoch_s]
 
 
 def _factor(age_s: float, half_life_s: float) -> float:
-    return 0.5 ** (age_s / half_life_s)
+    return float(0.5 ** (age_s / half_life_s))
 
 
 def add(score: DecayedScore | None, weight: float, at: float, half_life_s: float) -> DecayedScore:

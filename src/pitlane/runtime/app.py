@@ -35,9 +35,7 @@ class FaustPublisher:
     async def publish(self, messages: Sequence[OutMessage]) -> None:
         """Send all, then wait for all: one flush per batch, not per message."""
         producer = self._app.producer
-        pending = [
-            await producer.send(m.topic, m.key, m.value, None, None, None) for m in messages
-        ]
+        pending = [await producer.send(m.topic, m.key, m.value, None, None, None) for m in messages]
         await asyncio.gather(*pending)
 
 
@@ -58,7 +56,8 @@ def build_app(settings: Settings, topics: Topics) -> faust.App:
         topic_disable_leader=True,
         producer_acks=-1,
     )
-    store = RedisStore(settings.redis_url.get_secret_value())
+    store = RedisStore(settings.redis_url.get_secret_value(), settings.timer_shards)
+    store_ready = asyncio.Event()
     stats = WorkerStats()
     handler = BatchHandler(settings, store, FaustPublisher(app), topics)
     consumer = BatchConsumer(settings, topics.inputs, handler, stats)
@@ -66,12 +65,25 @@ def build_app(settings: Settings, topics: Topics) -> faust.App:
 
     async def ingest() -> None:
         await store.start()
+        store_ready.set()
         try:
             await consumer.run()
         finally:
             await store.close()
 
     app.task(ingest)
+
+    async def fire_due_deadlines() -> None:
+        if not store_ready.is_set():
+            return
+        try:
+            stats.add(await handler.fire_due(datetime.now(UTC)))
+        except Exception as error:  # Redis or Kafka away: the next sweep tries again
+            stats.failures += 1
+            stats.last_error = f"{type(error).__name__}: {error}"
+            log.warning("deadline sweep failed: %s", stats.last_error)
+
+    app.timer(settings.sweep_interval_s)(fire_due_deadlines)
 
     @app.agent(control)
     async def operator_commands(stream: Any) -> None:
@@ -93,7 +105,10 @@ def build_app(settings: Settings, topics: Topics) -> faust.App:
     async def health(web: View, request: Request) -> Response:
         ready = bool(consumer.assigned)
         return web.json(
-            {"ready": ready, "partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in consumer.assigned)},
+            {
+                "ready": ready,
+                "partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in consumer.assigned),
+            },
             status=200 if ready else 503,
         )
 

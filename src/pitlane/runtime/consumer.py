@@ -46,13 +46,14 @@ class WorkerStats:
         self.last_error: str | None = None
 
     def add(self, result: BatchResult) -> None:
-        """Count one applied batch."""
-        self.batches += 1
+        """Count one applied batch or deadline sweep."""
         self.events.update(result.events)
         self.notes.update(result.notes)
         self.dead_letters += result.dead_letters
         self.duplicates += result.duplicates
         self.conflicts += result.conflicts
+        self.triggers.update(result.triggers)
+        self.suppressed.update(result.suppressed)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready snapshot."""
@@ -162,5 +163,6 @@ class BatchConsumer:
                 attempt += 1
                 await asyncio.sleep(delay)
                 continue
+            self._stats.batches += 1
             self._stats.add(result)
             return
