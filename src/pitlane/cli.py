@@ -146,6 +146,67 @@ def schema(
     console.print(f"wrote {len(written)} schemas to {out}")
 
 
+@app.command()
+def tail(
+    topics: Annotated[
+        list[str] | None, typer.Argument(help="Topics (default: campaign and suppressed).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    from_beginning: Annotated[bool, typer.Option(help="Start at the oldest message.")] = False,
+    count: Annotated[int | None, typer.Option(help="Stop after this many messages.")] = None,
+    idle_timeout: Annotated[
+        float | None, typer.Option(help="Stop after this many quiet seconds.")
+    ] = None,
+) -> None:
+    """Print triggers as they arrive on the campaign topics."""
+    from pitlane.tail import describe, follow
+    from pitlane.topics import load_topics
+
+    settings = _settings()
+    chosen = topics or load_topics(settings.topics_file).outputs
+    for topic, value in follow(
+        settings.bootstrap_servers, chosen, from_beginning, count, idle_timeout
+    ):
+        if as_json:
+            sys.stdout.write(json.dumps({"topic": topic, **value}) + "\n")
+            sys.stdout.flush()
+        else:
+            console.print(describe(topic, value), highlight=False, soft_wrap=True)
+
+
+@app.command()
+def replay(
+    recordings: Annotated[list[Path], typer.Argument(help="JSONL files or directories.")],
+    pace: Annotated[float | None, typer.Option(help="Messages per second.")] = None,
+) -> None:
+    """Publish recorded events in order (replay a day with PITLANE_CLOCK=event)."""
+    from pitlane.replay import plan, recording_files
+    from pitlane.replay import replay as send
+
+    settings = _settings()
+    try:
+        recording = plan(recording_files(recordings))
+    except FileNotFoundError as error:
+        console.print(f"[red]{error}[/]")
+        raise typer.Exit(2) from error
+    for problem in recording.rejected:
+        console.print(f"[yellow]not sent:[/] {problem}", highlight=False)
+    with Progress(console=console) as progress:
+        task = progress.add_task("replaying", total=len(recording.messages))
+        report = send(
+            settings.bootstrap_servers,
+            recording,
+            on_sent=lambda n: progress.advance(task, n),
+            pace=pace,
+        )
+    console.print(
+        f"replayed {report.total:,} events up to {recording.last_event_time}; "
+        f"{len(recording.rejected)} lines not sent"
+    )
+    if recording.rejected:
+        raise typer.Exit(1)
+
+
 @topics_app.command("create")
 def topics_create(
     replication_factor: Annotated[

@@ -21,7 +21,7 @@ import orjson
 
 from pitlane.adapters.redis_store import Loaded, RedisStore, VersionConflict, Write
 from pitlane.domain.apply import apply
-from pitlane.domain.decide import decide, decision_keys
+from pitlane.domain.decide import Decisions, decide, decision_keys
 from pitlane.domain.entities import EntityKey, erased_marker
 from pitlane.domain.events import InputEvent, InvalidEvent, decode_event
 from pitlane.domain.outputs import dead_letter
@@ -100,7 +100,7 @@ class BatchHandler:
         self._topics = topics
         self._deadletter_topic = topics.topic("deadletter")
         self._anonymous_ttl = settings.anonymous_ttl_s
-        self._watermark: float | None = None
+        self._marks: dict[str, float] = {}
 
     async def handle(self, records: Sequence[RawRecord], now: datetime) -> BatchResult:
         """Apply `records` (in order per partition) and publish what they produce.
@@ -112,6 +112,7 @@ class BatchHandler:
         result = BatchResult()
         events: list[InputEvent] = []
         letters: list[OutMessage] = []
+        marks: dict[str, float] = {}
         for record in records:
             try:
                 event = decode_event(record.value or b"", record.topic)
@@ -122,10 +123,14 @@ class BatchHandler:
                 continue
             events.append(event)
             result.events[event.type] += 1
-        latest = max((e.occurred_at.timestamp() for e in events), default=None)
-        if latest is not None and (self._watermark is None or latest > self._watermark):
-            self._watermark = latest
-        await self._transact(events, [], self._decision_time(now, self._watermark), result)
+            partition = f"{record.topic}:{record.partition}"
+            occurred = event.occurred_at.timestamp()
+            if occurred > marks.get(partition, float("-inf")):
+                marks[partition] = occurred
+        if not self._event_clock:
+            marks.clear()  # only event-clock mode needs them; save the write
+        self._remember(marks)
+        await self._transact(events, [], self._decision_time(now), result, marks)
         result.dead_letters = len(letters)
         if letters:
             await self._publisher.publish(letters)
@@ -135,31 +140,44 @@ class BatchHandler:
         """Decide every entity whose deadline has passed; they are leased to this worker."""
         result = BatchResult()
         if self._event_clock:
-            stored = await self._store.watermark()
-            if stored is not None and (self._watermark is None or stored > self._watermark):
-                self._watermark = stored
-            if self._watermark is None:
+            self._remember(await self._store.partition_marks())
+            if not self._marks:
                 return result
-        at = self._decision_time(now, self._watermark)
+        at = self._decision_time(now)
         due = await self._store.claim_due(at, SWEEP_LEASE_S, limit)
         if due:
-            await self._transact([], due, at, result)
+            await self._transact([], due, at, result, {})
         return result
 
-    def _decision_time(self, now: datetime, watermark: float | None) -> float:
-        """Wall clock, or the event-time watermark less the allowed lateness."""
+    def _remember(self, marks: dict[str, float]) -> None:
+        for partition, mark in marks.items():
+            if mark > self._marks.get(partition, float("-inf")):
+                self._marks[partition] = mark
+
+    def _decision_time(self, now: datetime) -> float:
+        """Wall clock, or the event-time watermark less the allowed lateness.
+
+        The watermark is the smallest of the input partitions' largest event times, so
+        a partition that is behind (a replay read faster on one partition than on
+        another) never lets deadlines fire before its own older events are applied.
+        """
         if not self._event_clock:
             return now.timestamp()
-        if watermark is None:
+        if not self._marks:
             return float("-inf")
-        return watermark - self._settings.allowed_lateness_s
+        return min(self._marks.values()) - self._settings.allowed_lateness_s
 
     async def _transact(
-        self, events: list[InputEvent], due: list[EntityKey], at: float, result: BatchResult
+        self,
+        events: list[InputEvent],
+        due: list[EntityKey],
+        at: float,
+        result: BatchResult,
+        marks: dict[str, float],
     ) -> None:
         for attempt in range(MAX_CONFLICT_RETRIES):
             try:
-                await self._apply_and_decide(events, due, at, result)
+                await self._apply_and_decide(events, due, at, result, marks)
                 return
             except VersionConflict as conflict:
                 result.conflicts += 1
@@ -168,36 +186,35 @@ class BatchHandler:
         raise RuntimeError("batch kept conflicting with other workers; giving up for now")
 
     async def _apply_and_decide(
-        self, events: list[InputEvent], due: list[EntityKey], at: float, result: BatchResult
+        self,
+        events: list[InputEvent],
+        due: list[EntityKey],
+        at: float,
+        result: BatchResult,
+        marks: dict[str, float],
     ) -> None:
-        versions: dict[EntityKey, int] = {}
-        working: dict[EntityKey, State | None] = {}
-
-        async def load(keys: Iterable[EntityKey]) -> None:
-            missing = list(dict.fromkeys(k for k in keys if k not in versions))
-            loaded: dict[EntityKey, Loaded] = await self._store.load(missing)
-            for key, entity in loaded.items():
-                versions[key] = entity.version
-                working[key] = entity.state
-
-        await load([*due, *(k for e in events for k in keys_for(e, working, self._salt))])
-        await load([k for e in events for k in keys_for(e, working, self._salt)])
-        changed: set[EntityKey] = set()
+        tx = _Transaction(self._store)
+        await tx.load([*due, *(k for e in events for k in keys_for(e, tx.working, self._salt))])
+        await tx.load([k for e in events for k in keys_for(e, tx.working, self._salt)])
+        decisions = Decisions()
         notes: Counter[str] = Counter()
         duplicates = 0
         for event in events:
-            while needed := [k for k in keys_for(event, working, self._salt) if k not in versions]:
-                await load(needed)
-            applied = apply(event, working, self._settings)
+            while needed := [
+                k for k in keys_for(event, tx.working, self._salt) if k not in tx.versions
+            ]:
+                await tx.load(needed)
+            if self._event_clock:
+                # What was due before this event in event time fires first, as it did live.
+                before = [k for k in keys_for(event, tx.working, self._salt) if _decidable(k)]
+                _merge(decisions, await self._decide(tx, before, event.occurred_at.timestamp()))
+            applied = apply(event, tx.working, self._settings)
             if not applied.changed:
                 duplicates += 1
-            changed |= applied.changed
+            tx.changed |= applied.changed
             notes.update(applied.notes)
-        touched = [k for k in (*changed, *due) if k.kind in ("customer", "vehicle")]
-        owners = decision_keys(working, touched)
-        await load([*owners, *(erased_marker(k.id, self._salt) for k in owners)])
-        decisions = decide(working, touched, at, self._settings, self._event_clock)
-        changed |= decisions.changed
+        touched = [k for k in (*tx.changed, *due) if _decidable(k)]
+        _merge(decisions, await self._decide(tx, touched, at))
         outputs = [
             OutMessage(
                 self._topics.topic(t.type),
@@ -217,14 +234,24 @@ class BatchHandler:
         if outputs:
             await self._publisher.publish(outputs)
         await self._store.write(
-            (Write(key, versions[key], working[key], self._ttl(key)) for key in sorted(changed)),
+            (
+                Write(key, tx.versions[key], tx.working[key], self._ttl(key))
+                for key in sorted(tx.changed)
+            ),
             decisions.deadlines,
-            self._watermark if events else None,
+            marks,
         )
         result.duplicates = duplicates
         result.notes = notes
         result.triggers = Counter(t.type for t in decisions.triggers)
         result.suppressed = Counter(s.reason for s in decisions.suppressed)
+
+    async def _decide(self, tx: _Transaction, keys: list[EntityKey], at: float) -> Decisions:
+        owners = decision_keys(tx.working, keys)
+        await tx.load([*owners, *(erased_marker(k.id, self._salt) for k in owners)])
+        decisions = decide(tx.working, keys, at, self._settings, self._event_clock)
+        tx.changed |= decisions.changed
+        return decisions
 
     def _ttl(self, key: EntityKey) -> int:
         return self._anonymous_ttl if key.kind == "anonymous" else 0
@@ -242,3 +269,34 @@ class BatchHandler:
         return OutMessage(
             self._deadletter_topic, record.key, orjson.dumps(letter.model_dump(mode="json"))
         )
+
+
+class _Transaction:
+    """The batch-local copy of every entity a batch reads, with the versions read."""
+
+    def __init__(self, store: RedisStore) -> None:
+        self._store = store
+        self.versions: dict[EntityKey, int] = {}
+        self.working: dict[EntityKey, State | None] = {}
+        self.changed: set[EntityKey] = set()
+
+    async def load(self, keys: Iterable[EntityKey]) -> None:
+        """Read the keys not read yet, in one round trip."""
+        missing = list(dict.fromkeys(k for k in keys if k not in self.versions))
+        loaded: dict[EntityKey, Loaded] = await self._store.load(missing)
+        for key, entity in loaded.items():
+            self.versions[key] = entity.version
+            self.working[key] = entity.state
+
+
+def _decidable(key: EntityKey) -> bool:
+    """Customers and vehicles have triggers; visitors and tombstones do not."""
+    return key.kind in ("customer", "vehicle")
+
+
+def _merge(into: Decisions, more: Decisions) -> None:
+    """Accumulate decisions; a later deadline for the same entity replaces an earlier."""
+    into.triggers.extend(more.triggers)
+    into.suppressed.extend(more.suppressed)
+    into.deadlines.update(more.deadlines)
+    into.changed |= more.changed

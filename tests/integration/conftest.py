@@ -27,6 +27,10 @@ def embedded_stack() -> Iterator[EmbeddedStack]:
         yield stack
 
 
+ABANDONMENT_WINDOW_S = 3.0
+"""The session worker's abandonment window: short, so trigger tests run in seconds."""
+
+
 @pytest.fixture(scope="session")
 def redis_client(embedded_stack: EmbeddedStack) -> Iterator[redis.Redis]:
     """A plain client of the stack's Redis, for looking at stored state."""
@@ -38,9 +42,10 @@ def redis_client(embedded_stack: EmbeddedStack) -> Iterator[redis.Redis]:
 @pytest.fixture(scope="session")
 def worker(embedded_stack: EmbeddedStack) -> Iterator[WorkerProcess]:
     """One real `pitlane worker` process on the stack, shared by the session."""
-    process = WorkerProcess(
-        worker_env(embedded_stack), free_port(), embedded_stack.workdir / "worker.log"
+    env = worker_env(
+        embedded_stack, abandonment_window_s=str(ABANDONMENT_WINDOW_S), sweep_interval_s="0.2"
     )
+    process = WorkerProcess(env, free_port(), embedded_stack.workdir / "worker.log")
     process.start()
     try:
         process.wait_ready()

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 import redis
+from wire import customer_key, event, stored, wait_for
 
 from pitlane.adapters.redis_store import decode
 from pitlane.worker_process import WorkerProcess
@@ -18,27 +19,8 @@ from pitlane.worker_process import WorkerProcess
 pytestmark = pytest.mark.integration
 
 
-def _event(kind: str, **fields: Any) -> dict[str, Any]:
-    return {
-        "event_id": str(uuid.uuid4()),
-        "type": kind,
-        "occurred_at": fields.pop("occurred_at", "2026-11-22T08:00:00Z"),
-        **fields,
-    }
-
-
 def _profile(redis_client: redis.Redis, customer_id: str) -> dict[str, Any] | None:
-    return decode(redis_client.get(f"pitlane:cust:{{{customer_id}}}:profile")).state
-
-
-def _wait_for(check: Callable[[], Any], timeout_s: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"condition not met within {timeout_s}s")
+    return stored(redis_client, customer_key(customer_id))
 
 
 def test_events_reach_the_profile(
@@ -47,7 +29,7 @@ def test_events_reach_the_profile(
     customer = f"C-{uuid.uuid4().hex[:8]}"
     visitor = f"anon-{uuid.uuid4().hex[:8]}"
     clicks = [
-        _event(
+        event(
             "configurator.option_selected",
             anonymous_id=visitor,
             session_id="S1",
@@ -70,14 +52,14 @@ def test_events_reach_the_profile(
     produce(
         "identity.events",
         customer,
-        _event("identity.customer_identified", customer_id=customer, anonymous_id=visitor),
+        event("identity.customer_identified", customer_id=customer, anonymous_id=visitor),
     )
     produce(
         "identity.events",
         customer,
-        _event("identity.consent_updated", customer_id=customer, channel="email", granted=True),
+        event("identity.consent_updated", customer_id=customer, channel="email", granted=True),
     )
-    profile = _wait_for(
+    profile = wait_for(
         lambda: (p := _profile(redis_client, customer)) and p["consent"] and p["sessions"] and p
     )
     session = profile["sessions"]["S1"]
@@ -105,9 +87,9 @@ def test_malformed_message_goes_to_deadletter_and_later_events_apply(
     produce(
         "identity.events",
         customer,
-        _event("identity.consent_updated", customer_id=customer, channel="sms", granted=True),
+        event("identity.consent_updated", customer_id=customer, channel="sms", granted=True),
     )
-    _wait_for(lambda: (p := _profile(redis_client, customer)) and p["consent"].get("sms"))
+    wait_for(lambda: (p := _profile(redis_client, customer)) and p["consent"].get("sms"))
     letters = read_topic(
         "pitlane.deadletter",
         lambda letter: base64.b64decode(letter.get("original_b64", "")) == garbage,
@@ -121,7 +103,7 @@ def test_duplicate_event_is_applied_once(
     worker: WorkerProcess, produce: Callable[..., None], redis_client: redis.Redis
 ) -> None:
     customer = f"C-{uuid.uuid4().hex[:8]}"
-    click = _event(
+    click = event(
         "configurator.option_selected",
         customer_id=customer,
         session_id="S9",
@@ -131,11 +113,11 @@ def test_duplicate_event_is_applied_once(
     )
     produce("configurator.events", customer, click)
     produce("configurator.events", customer, click)
-    marker = _event("identity.consent_updated", customer_id=customer, channel="push", granted=False)
+    marker = event("identity.consent_updated", customer_id=customer, channel="push", granted=False)
     produce(
         "configurator.events",
         customer,
-        _event(
+        event(
             "configurator.session_started",
             customer_id=customer,
             session_id="S10",
@@ -143,7 +125,7 @@ def test_duplicate_event_is_applied_once(
         ),
     )
     produce("identity.events", customer, marker)
-    profile = _wait_for(
+    profile = wait_for(
         lambda: (p := _profile(redis_client, customer)) and "S10" in p["sessions"] and p
     )
     assert profile["sessions"]["S9"]["n"] == 1
@@ -158,7 +140,7 @@ def test_erasure_leaves_no_key_of_the_customer(
     produce(
         "configurator.events",
         visitor,
-        _event(
+        event(
             "configurator.session_started",
             anonymous_id=visitor,
             session_id="S1",
@@ -168,20 +150,20 @@ def test_erasure_leaves_no_key_of_the_customer(
     produce(
         "identity.events",
         customer,
-        _event("identity.customer_identified", customer_id=customer, anonymous_id=visitor),
+        event("identity.customer_identified", customer_id=customer, anonymous_id=visitor),
     )
     produce(
         "identity.events",
         customer,
-        _event("identity.vehicle_linked", customer_id=customer, vin=vin, model_code="ID4-PRO"),
+        event("identity.vehicle_linked", customer_id=customer, vin=vin, model_code="ID4-PRO"),
     )
-    _wait_for(lambda: (p := _profile(redis_client, customer)) and p["vehicles"] and p["anon_ids"])
+    wait_for(lambda: (p := _profile(redis_client, customer)) and p["vehicles"] and p["anon_ids"])
 
-    produce("identity.events", customer, _event("identity.customer_erased", customer_id=customer))
+    produce("identity.events", customer, event("identity.customer_erased", customer_id=customer))
     produce(
         "configurator.events",
         customer,
-        _event(
+        event(
             "configurator.session_started",
             customer_id=customer,
             session_id="S2",
@@ -189,7 +171,7 @@ def test_erasure_leaves_no_key_of_the_customer(
             occurred_at="2026-11-22T09:00:00Z",
         ),
     )
-    _wait_for(lambda: _profile(redis_client, customer) is None)
+    wait_for(lambda: _profile(redis_client, customer) is None)
     time.sleep(1.0)  # the late event after the erasure has been consumed by now
 
     leftovers = [

@@ -23,9 +23,9 @@ from pitlane.domain.profile import State
 _PREFIX = {"customer": "cust", "anonymous": "anon", "vehicle": "veh", "erased": "erased"}
 _SUFFIX = {"customer": ":profile", "anonymous": ":profile", "vehicle": ":state", "erased": ""}
 
-# KEYS: n entities, then m timer shards, then the watermark key.
+# KEYS: n entities, then m timer shards, then the watermark hash.
 # ARGV: n, m; per entity (expected version, new value or "" to delete, ttl s); per timer
-# (member, deadline or "" to drop); the batch's largest event time or "".
+# (member, deadline or "" to drop); then pairs (partition, largest event time seen).
 # All-or-nothing: the first moved version aborts the whole write and is reported, so
 # state, deadlines and watermark always move together.
 _COMPARE_AND_SET = """
@@ -56,10 +56,12 @@ for j = 1, m do
     redis.call('ZADD', KEYS[n + j], deadline, member)
   end
 end
-local seen = ARGV[base + 2 * m + 1]
-if seen ~= '' then
-  local mark = tonumber(redis.call('GET', KEYS[n + m + 1]) or '0')
-  if tonumber(seen) > mark then redis.call('SET', KEYS[n + m + 1], seen) end
+local marks = KEYS[n + m + 1]
+for k = base + 2 * m + 1, #ARGV, 2 do
+  local current = redis.call('HGET', marks, ARGV[k])
+  if not current or tonumber(ARGV[k + 1]) > tonumber(current) then
+    redis.call('HSET', marks, ARGV[k], ARGV[k + 1])
+  end
 end
 return {}
 """
@@ -74,7 +76,8 @@ for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], lease, member) end
 return due
 """
 
-WATERMARK_KEY = "pitlane:watermark"
+WATERMARKS_KEY = "pitlane:watermarks"
+"""Hash of input partition -> largest event time applied from it (event-clock mode)."""
 
 
 def redis_key(key: EntityKey) -> str:
@@ -168,7 +171,11 @@ class RedisStore:
     async def start(self) -> None:
         """Connect and register the scripts."""
         self._redis = aioredis.Redis.from_url(
-            self._url, decode_responses=False, health_check_interval=30
+            self._url,
+            decode_responses=False,
+            health_check_interval=30,
+            socket_timeout=10,
+            socket_connect_timeout=5,
         )
         self._cas = self._redis.register_script(_COMPARE_AND_SET)
         self._claim = self._redis.register_script(_CLAIM_DUE)
@@ -191,16 +198,16 @@ class RedisStore:
         self,
         writes: Iterable[Write],
         deadlines: Mapping[EntityKey, float | None] | None = None,
-        watermark: float | None = None,
+        marks: Mapping[str, float] | None = None,
     ) -> None:
-        """Store states, deadlines and watermark atomically, or raise VersionConflict.
+        """Store states, deadlines and partition marks atomically, or raise VersionConflict.
 
-        A None deadline drops the entity from the deadline index; `watermark` only ever
-        moves the stored event-time watermark forward.
+        A None deadline drops the entity from the deadline index; `marks` (partition ->
+        largest event time applied) only ever move forward.
         """
         batch = list(writes)
         timers = sorted((deadlines or {}).items())
-        if not batch and not timers and watermark is None:
+        if not batch and not timers and not marks:
             return
         keys = [redis_key(w.key) for w in batch]
         args: list[bytes | int | float | str] = [len(batch), len(timers)]
@@ -211,8 +218,9 @@ class RedisStore:
             member = timer_member(key)
             keys.append(timer_shard(member, self._shards))
             args.extend((member, "" if deadline is None else repr(deadline)))
-        keys.append(WATERMARK_KEY)
-        args.append("" if watermark is None else repr(watermark))
+        keys.append(WATERMARKS_KEY)
+        for partition, mark in sorted((marks or {}).items()):
+            args.extend((partition, repr(mark)))
         result = await self._cas(keys=keys, args=args)
         if result:
             raise VersionConflict(batch[int(result[0]) - 1].key)
@@ -227,10 +235,10 @@ class RedisStore:
             claimed.extend(timer_entity(m.decode()) for m in members)
         return claimed
 
-    async def watermark(self) -> float | None:
-        """The largest event time any worker has applied, if any."""
-        raw = await self.redis.get(WATERMARK_KEY)
-        return None if raw is None else float(raw)
+    async def partition_marks(self) -> dict[str, float]:
+        """Largest event time applied per input partition, by every worker."""
+        raw = await self.redis.hgetall(WATERMARKS_KEY)
+        return {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in raw.items()}
 
     async def deadline(self, key: EntityKey) -> float | None:
         """The armed deadline of one entity (for tools and tests)."""

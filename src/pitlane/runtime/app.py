@@ -87,8 +87,14 @@ def build_app(settings: Settings, topics: Topics) -> faust.App:
 
     @app.agent(control)
     async def operator_commands(stream: Any) -> None:
+        """Operator commands on the control topic: `{"command": "sweep"}` fires due
+        deadlines now instead of at the next timer tick (after a clock change, say)."""
         async for command in stream:
-            log.info("control command: %s", command)
+            if isinstance(command, dict) and command.get("command") == "sweep":
+                log.info("control: sweeping due deadlines now")
+                await fire_due_deadlines()
+            else:
+                log.warning("control: ignoring unknown command %r", command)
 
     @app.page("/customers/{customer_id}")
     async def customer(web: View, request: Request, customer_id: str) -> Response:

@@ -1,0 +1,62 @@
+"""Helpers for integration tests: contract events as producers send them, and waiting."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import redis
+
+from pitlane.adapters.redis_store import decode
+
+T = TypeVar("T")
+
+
+def at(seconds_from_now: float = 0.0) -> str:
+    """An RFC 3339 UTC timestamp relative to the wall clock."""
+    moment = datetime.now(UTC) + timedelta(seconds=seconds_from_now)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def event(kind: str, **fields: Any) -> dict[str, Any]:
+    """A contract event of type `kind` with a fresh id; `occurred_at` defaults to now."""
+    return {
+        "event_id": str(uuid.uuid4()),
+        "type": kind,
+        "occurred_at": fields.pop("occurred_at", None) or at(),
+        **fields,
+    }
+
+
+def unique(prefix: str) -> str:
+    """A fresh identifier, so tests sharing one stack never see each other's data."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def vin() -> str:
+    """A fresh 17-character VIN."""
+    return ("WVWZZZE1Z" + uuid.uuid4().hex[:8]).upper()
+
+
+def stored(redis_client: redis.Redis, key: str) -> dict[str, Any] | None:
+    """An entity's state as the worker stored it."""
+    return decode(redis_client.get(key)).state
+
+
+def customer_key(customer_id: str) -> str:
+    """The Redis key of a customer profile."""
+    return f"pitlane:cust:{{{customer_id}}}:profile"
+
+
+def wait_for(check: Callable[[], T | None], timeout_s: float = 30.0) -> T:
+    """Poll `check` until it returns something truthy, which is returned."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"condition not met within {timeout_s}s")
