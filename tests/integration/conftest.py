@@ -7,17 +7,17 @@ not start fails the tests that use it; it is never a skip.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
 import pytest
 import redis
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
 from pitlane.stack.embedded import EmbeddedStack, free_port
 from pitlane.worker_process import WorkerProcess
+from wire import read_matching
 
 
 @pytest.fixture(scope="session")
@@ -76,25 +76,7 @@ def read_topic(
     def read(
         topic: str, match: Callable[[dict[str, Any]], bool], timeout_s: float = 20.0
     ) -> list[dict[str, Any]]:
-        consumer = KafkaConsumer(
-            bootstrap_servers=embedded_stack.bootstrap_servers,
-            enable_auto_commit=False,
-            consumer_timeout_ms=500,
-        )
-        try:
-            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-            consumer.assign(partitions)
-            consumer.seek_to_beginning(*partitions)
-            found: list[dict[str, Any]] = []
-            deadline = time.monotonic() + timeout_s
-            while not found and time.monotonic() < deadline:
-                for record in consumer:
-                    value = orjson.loads(record.value)
-                    if match(value):
-                        found.append(value)
-            return found
-        finally:
-            consumer.close()
+        return read_matching(embedded_stack.bootstrap_servers, topic, match, timeout_s)
 
     return read
 

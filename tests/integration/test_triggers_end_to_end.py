@@ -12,10 +12,10 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from conftest import ABANDONMENT_WINDOW_S
-from wire import at, event, unique, vin
 
+from conftest import ABANDONMENT_WINDOW_S
 from pitlane.worker_process import WorkerProcess
+from wire import at, event, unique, vin
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+import orjson
 import redis
+from kafka import KafkaConsumer, TopicPartition
 
 from pitlane.adapters.redis_store import decode
 
@@ -60,3 +62,29 @@ def wait_for(check: Callable[[], T | None], timeout_s: float = 30.0) -> T:
             return value
         time.sleep(0.1)
     raise AssertionError(f"condition not met within {timeout_s}s")
+
+
+def read_matching(
+    bootstrap_servers: list[str],
+    topic: str,
+    match: Callable[[dict[str, Any]], bool],
+    timeout_s: float = 20.0,
+) -> list[dict[str, Any]]:
+    """Every message of `topic` that `match` accepts, waiting up to `timeout_s` for one.
+
+    Assigns partitions directly: no consumer-group join, so it starts at once.
+    """
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap_servers, enable_auto_commit=False, consumer_timeout_ms=500
+    )
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        consumer.assign(partitions)
+        found: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout_s
+        while not found and time.monotonic() < deadline:
+            consumer.seek_to_beginning(*partitions)
+            found = [v for r in consumer if match(v := orjson.loads(r.value))]
+        return found
+    finally:
+        consumer.close()
