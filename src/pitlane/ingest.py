@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Protocol
 
 import orjson
+from redis.exceptions import RedisError
 
 from pitlane.adapters.redis_store import Loaded, RedisStore, VersionConflict, Write
 from pitlane.domain.apply import apply
@@ -35,6 +36,19 @@ log = logging.getLogger(__name__)
 MAX_CONFLICT_RETRIES = 8
 SWEEP_LEASE_S = 30.0
 """How long a claimed deadline is hidden from other workers while one decides it."""
+
+
+class PublishFailed(Exception):
+    """Kafka did not acknowledge produced messages."""
+
+
+class ConflictsPersist(Exception):
+    """Other workers kept changing the same entities; the batch is retried later."""
+
+
+INFRASTRUCTURE_ERRORS = (RedisError, OSError, PublishFailed, ConflictsPersist)
+"""Failures of the world around a batch: retry the batch. Anything else is a defect
+that one event triggers, and that event alone goes to the dead-letter topic."""
 
 
 class RawRecord(Protocol):
@@ -101,6 +115,8 @@ class BatchHandler:
         self._deadletter_topic = topics.topic("deadletter")
         self._anonymous_ttl = settings.anonymous_ttl_s
         self._marks: dict[str, float] = {}
+        self._expected: set[str] = set()
+        self._pending: dict[tuple[str, int, int], tuple[float, str, InputEvent, RawRecord]] = {}
 
     async def handle(self, records: Sequence[RawRecord], now: datetime) -> BatchResult:
         """Apply `records` (in order per partition) and publish what they produce.
@@ -111,6 +127,7 @@ class BatchHandler:
         """
         result = BatchResult()
         events: list[InputEvent] = []
+        sources: list[RawRecord] = []
         letters: list[OutMessage] = []
         marks: dict[str, float] = {}
         for record in records:
@@ -122,6 +139,7 @@ class BatchHandler:
                 letters.append(self._dead_letter(record, reason, now))
                 continue
             events.append(event)
+            sources.append(record)
             result.events[event.type] += 1
             partition = f"{record.topic}:{record.partition}"
             occurred = event.occurred_at.timestamp()
@@ -130,11 +148,59 @@ class BatchHandler:
         if not self._event_clock:
             marks.clear()  # only event-clock mode needs them; save the write
         self._remember(marks)
-        await self._transact(events, [], self._decision_time(now), result, marks)
+        at = self._decision_time(now)
+        if self._event_clock:
+            events, sources = self._release(events, sources, at)
+        try:
+            await self._transact(events, [], at, result, marks)
+        except INFRASTRUCTURE_ERRORS:
+            raise
+        except Exception:
+            log.exception("a batch of %d events failed; applying them one at a time", len(events))
+            for event, record in zip(events, sources, strict=True):
+                try:
+                    await self._transact([event], [], at, result, marks)
+                except INFRASTRUCTURE_ERRORS:
+                    raise
+                except Exception as error:
+                    log.exception("event %s could not be applied", event.event_id)
+                    reason = f"could not be applied: {type(error).__name__}: {error}"
+                    letters.append(self._dead_letter(record, reason, now))
+        for record in sources:
+            self._pending.pop((record.topic, record.partition, record.offset), None)
         result.dead_letters = len(letters)
         if letters:
             await self._publisher.publish(letters)
         return result
+
+    def _release(
+        self, events: list[InputEvent], sources: list[RawRecord], at: float
+    ) -> tuple[list[InputEvent], list[RawRecord]]:
+        """Event-clock mode: hold events until the watermark passes them, then release
+        them in event-time order, so every replay applies them in the same order
+        whatever the interleaving of partitions and topics it was read in."""
+        for event, record in zip(events, sources, strict=True):
+            position = (record.topic, record.partition, record.offset)
+            self._pending[position] = (event.occurred_at.timestamp(), event.event_id, event, record)
+        ready = sorted(
+            (entry for entry in self._pending.values() if entry[0] <= at),
+            key=lambda entry: (entry[0], entry[1]),
+        )
+        return [entry[2] for entry in ready], [entry[3] for entry in ready]
+
+    def committable(self, consumed: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+        """Offsets safe to commit: past what was consumed, but never past an event that
+        is still held for the watermark (a restart must read it again)."""
+        held: dict[tuple[str, int], int] = {}
+        for topic, partition, offset in self._pending:
+            key = (topic, partition)
+            held[key] = min(held.get(key, offset), offset)
+        return {key: min(offset, held.get(key, offset)) for key, offset in consumed.items()}
+
+    def forget_partitions(self, partitions: set[tuple[str, int]]) -> None:
+        """Drop held events of partitions this worker no longer owns."""
+        for position in [p for p in self._pending if (p[0], p[1]) in partitions]:
+            del self._pending[position]
 
     async def fire_due(self, now: datetime, limit: int = 500) -> BatchResult:
         """Decide every entity whose deadline has passed; they are leased to this worker."""
@@ -144,10 +210,20 @@ class BatchHandler:
             if not self._marks:
                 return result
         at = self._decision_time(now)
+        if at == float("-inf"):
+            return result
         due = await self._store.claim_due(at, SWEEP_LEASE_S, limit)
         if due:
             await self._transact([], due, at, result, {})
         return result
+
+    def expect_partitions(self, partitions: set[str]) -> None:
+        """The input partitions that hold data, as `topic:partition`.
+
+        In event-clock mode the watermark waits until each of them has been read from,
+        so a partition not yet reached cannot be overtaken by the others.
+        """
+        self._expected = partitions
 
     def _remember(self, marks: dict[str, float]) -> None:
         for partition, mark in marks.items():
@@ -157,13 +233,14 @@ class BatchHandler:
     def _decision_time(self, now: datetime) -> float:
         """Wall clock, or the event-time watermark less the allowed lateness.
 
-        The watermark is the smallest of the input partitions' largest event times, so
-        a partition that is behind (a replay read faster on one partition than on
+        The watermark is the smallest of the input partitions' largest event times, and
+        is not defined before every partition holding data has been read from, so a
+        partition that is behind (a replay read faster on one partition than on
         another) never lets deadlines fire before its own older events are applied.
         """
         if not self._event_clock:
             return now.timestamp()
-        if not self._marks:
+        if not self._marks or not self._expected.issubset(self._marks):
             return float("-inf")
         return min(self._marks.values()) - self._settings.allowed_lateness_s
 
@@ -183,7 +260,7 @@ class BatchHandler:
                 result.conflicts += 1
                 log.info("retrying batch: %s (attempt %d)", conflict, attempt + 1)
                 await asyncio.sleep(0.005 * (attempt + 1))
-        raise RuntimeError("batch kept conflicting with other workers; giving up for now")
+        raise ConflictsPersist("batch kept conflicting with other workers; retrying later")
 
     async def _apply_and_decide(
         self,
@@ -204,17 +281,23 @@ class BatchHandler:
                 k for k in keys_for(event, tx.working, self._salt) if k not in tx.versions
             ]:
                 await tx.load(needed)
+            occurred = event.occurred_at.timestamp()
             if self._event_clock:
                 # What was due before this event in event time fires first, as it did live.
                 before = [k for k in keys_for(event, tx.working, self._salt) if _decidable(k)]
-                _merge(decisions, await self._decide(tx, before, event.occurred_at.timestamp()))
+                _merge(decisions, await self._decide(tx, before, occurred))
             applied = apply(event, tx.working, self._settings)
             if not applied.changed:
                 duplicates += 1
             tx.changed |= applied.changed
             notes.update(applied.notes)
+            if self._event_clock:
+                # What the event itself makes true fires at the event's own time.
+                after = [k for k in applied.changed if _decidable(k)]
+                _merge(decisions, await self._decide(tx, after, occurred))
         touched = [k for k in (*tx.changed, *due) if _decidable(k)]
-        _merge(decisions, await self._decide(tx, touched, at))
+        if at != float("-inf"):
+            _merge(decisions, await self._decide(tx, touched, at))
         outputs = [
             OutMessage(
                 self._topics.topic(t.type),

@@ -17,7 +17,7 @@ import faust
 from faust.web import Request, Response, View
 
 from pitlane.adapters.redis_store import RedisStore
-from pitlane.ingest import BatchHandler, OutMessage
+from pitlane.ingest import BatchHandler, OutMessage, PublishFailed
 from pitlane.profiles import lookup_customer
 from pitlane.runtime.consumer import BatchConsumer, WorkerStats
 from pitlane.settings import Settings
@@ -35,8 +35,13 @@ class FaustPublisher:
     async def publish(self, messages: Sequence[OutMessage]) -> None:
         """Send all, then wait for all: one flush per batch, not per message."""
         producer = self._app.producer
-        pending = [await producer.send(m.topic, m.key, m.value, None, None, None) for m in messages]
-        await asyncio.gather(*pending)
+        try:
+            pending = [
+                await producer.send(m.topic, m.key, m.value, None, None, None) for m in messages
+            ]
+            await asyncio.gather(*pending)
+        except Exception as error:
+            raise PublishFailed(f"{type(error).__name__}: {error}") from error
 
 
 def build_app(settings: Settings, topics: Topics) -> faust.App:

@@ -76,12 +76,14 @@ class WorkerStats:
 class _FinishBatchFirst(ConsumerRebalanceListener):  # type: ignore[misc]
     """Holds a rebalance until the batch being applied has been committed."""
 
-    def __init__(self, lock: asyncio.Lock) -> None:
+    def __init__(self, lock: asyncio.Lock, handler: BatchHandler) -> None:
         self._lock = lock
+        self._handler = handler
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         async with self._lock:
             log.info("partitions revoked: %s", sorted(str(tp) for tp in revoked))
+            self._handler.forget_partitions({(tp.topic, tp.partition) for tp in revoked})
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         log.info("partitions assigned: %s", sorted(str(tp) for tp in assigned))
@@ -104,6 +106,7 @@ class BatchConsumer:
         self._stats = stats
         self._clock = clock
         self._lock = asyncio.Lock()
+        self._event_clock = settings.clock == "event"
         self.assigned: set[TopicPartition] = set()
 
     def _consumer(self) -> AIOKafkaConsumer:
@@ -126,26 +129,47 @@ class BatchConsumer:
         consumer = self._consumer()
         await consumer.start()
         try:
-            consumer.subscribe(self._topics, listener=_FinishBatchFirst(self._lock))
+            consumer.subscribe(self._topics, listener=_FinishBatchFirst(self._lock, self._handler))
             while True:
                 batches = await consumer.getmany(
                     timeout_ms=self._settings.batch_timeout_ms,
                     max_records=self._settings.batch_max_records,
                 )
-                self.assigned = set(consumer.assignment())
+                assignment = set(consumer.assignment())
+                if assignment != self.assigned or (batches and self._event_clock):
+                    # The event clock must know every partition holding data before it
+                    # trusts a watermark; data can appear on any of them at any time.
+                    self.assigned = assignment
+                    await self._announce_partitions(consumer)
                 if not batches:
                     continue
                 async with self._lock:
                     records = [r for part in batches.values() for r in part]
                     await self._apply_until_done(records)
+                    consumed = {
+                        (tp.topic, tp.partition): p[-1].offset + 1 for tp, p in batches.items()
+                    }
+                    safe = self._handler.committable(consumed)
                     await consumer.commit(
                         {
-                            tp: OffsetAndMetadata(part[-1].offset + 1, "")
-                            for tp, part in batches.items()
+                            TopicPartition(topic, partition): OffsetAndMetadata(offset, "")
+                            for (topic, partition), offset in safe.items()
                         }
                     )
         finally:
             await consumer.stop()
+
+    async def _announce_partitions(self, consumer: AIOKafkaConsumer) -> None:
+        """Tell the handler which input partitions hold data (for the event clock)."""
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in self._topics
+            for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        ends = await consumer.end_offsets(partitions)
+        self._handler.expect_partitions(
+            {f"{tp.topic}:{tp.partition}" for tp, end in ends.items() if end > 0}
+        )
 
     async def _apply_until_done(self, records: list[Any]) -> None:
         """Apply a batch, waiting out Redis or Kafka outages rather than skipping it."""
