@@ -1,0 +1,217 @@
+"""The batch handler against a real Redis, with an in-memory sink for what it produces.
+
+Covers what is hard to provoke through a whole worker: a poisonous event, Redis going
+away mid-batch, two workers racing on one customer, and the event clock's held events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from redis.exceptions import RedisError
+
+import pitlane.ingest
+from pitlane.adapters.redis_store import RedisStore, VersionConflict, Write
+from pitlane.domain import entities
+from pitlane.ingest import BatchHandler, OutMessage
+from pitlane.settings import Settings
+from pitlane.stack.embedded import EmbeddedStack, find_redis_server, free_port
+from pitlane.topics import load_topics
+from wire import event, unique
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass(frozen=True)
+class Record:
+    """A consumed Kafka record, as the handler sees one."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class Sink:
+    """Collects what the handler produces, as a test sink (no broker involved)."""
+
+    def __init__(self) -> None:
+        self.messages: list[OutMessage] = []
+
+    async def publish(self, messages: Sequence[OutMessage]) -> None:
+        self.messages.extend(messages)
+
+    def on(self, topic: str) -> list[dict[str, Any]]:
+        return [orjson.loads(m.value) for m in self.messages if m.topic == topic]
+
+
+def _records(topic: str, *events: dict[str, Any], start: int = 0) -> list[Record]:
+    return [Record(topic, 0, start + i, None, orjson.dumps(e)) for i, e in enumerate(events)]
+
+
+def _click(customer: str, code: str, **fields: Any) -> dict[str, Any]:
+    return event(
+        "configurator.option_selected",
+        customer_id=customer,
+        session_id="S1",
+        model_code="ID4-PRO",
+        category="accessory",
+        option_code=code,
+        **fields,
+    )
+
+
+@pytest.fixture
+def redis_url(embedded_stack: EmbeddedStack) -> str:
+    return embedded_stack.redis_url.rsplit("/", 1)[0] + "/5"
+
+
+@pytest.fixture
+async def store(redis_url: str) -> AsyncIterator[RedisStore]:
+    redis_store = RedisStore(redis_url)
+    await redis_store.start()
+    yield redis_store
+    await redis_store.close()
+
+
+def _handler(store: RedisStore, sink: Sink, **settings: Any) -> BatchHandler:
+    return BatchHandler(Settings(**settings), store, sink, load_topics(Settings().topics_file))
+
+
+async def _session(store: RedisStore, customer: str) -> dict[str, Any]:
+    loaded = await store.load([entities.customer(customer)])
+    profile = loaded[entities.customer(customer)].state
+    assert profile is not None
+    return dict(profile["sessions"]["S1"])
+
+
+async def test_a_poisonous_event_goes_to_deadletter_and_the_rest_apply(
+    store: RedisStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    customer = unique("C")
+    poison = _click(customer, "BAD")
+    real_apply = pitlane.ingest.apply
+
+    def apply_or_fail(evt: Any, states: Any, settings: Any) -> Any:
+        if evt.event_id == poison["event_id"]:
+            raise ZeroDivisionError("a defect this event triggers")
+        return real_apply(evt, states, settings)
+
+    monkeypatch.setattr(pitlane.ingest, "apply", apply_or_fail)
+    sink = Sink()
+    handler = _handler(store, sink)
+
+    result = await handler.handle(
+        _records("configurator.events", _click(customer, "A"), poison, _click(customer, "B")),
+        datetime.now(UTC),
+    )
+
+    letters = sink.on("pitlane.deadletter")
+    assert result.dead_letters == 1
+    assert [letter["offset"] for letter in letters] == [1]
+    assert "ZeroDivisionError" in letters[0]["reason"]
+    assert (await _session(store, customer))["n"] == 2
+
+
+async def test_redis_outage_raises_and_dead_letters_nothing(tmp_path: Path) -> None:
+    port = free_port()
+    server = subprocess.Popen(
+        [find_redis_server(), "--port", str(port), "--save", "", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )
+    outage_store = RedisStore(f"redis://127.0.0.1:{port}/0")
+    for _ in range(50):
+        try:
+            await outage_store.start()
+            break
+        except (RedisError, OSError):
+            await asyncio.sleep(0.1)
+    server.kill()
+    server.wait()
+    sink = Sink()
+
+    with pytest.raises((RedisError, OSError)):
+        await _handler(outage_store, sink).handle(
+            _records("configurator.events", _click(unique("C"), "A")), datetime.now(UTC)
+        )
+
+    assert sink.messages == []
+    await outage_store.close()
+
+
+async def test_two_workers_racing_on_one_customer_both_land(
+    store: RedisStore, redis_url: str
+) -> None:
+    customer = unique("C")
+    first_read = asyncio.Event()
+    release = asyncio.Event()
+
+    class SlowStore(RedisStore):
+        async def write(self, writes: Any, deadlines: Any = None, marks: Any = None) -> None:
+            batch = list(writes)
+            if not release.is_set():
+                first_read.set()
+                await release.wait()
+            await super().write(batch, deadlines, marks)
+
+    slow = SlowStore(redis_url)
+    await slow.start()
+    racing = asyncio.create_task(
+        _handler(slow, Sink()).handle(
+            _records("configurator.events", _click(customer, "A")), datetime.now(UTC)
+        )
+    )
+    await first_read.wait()
+    await _handler(store, Sink()).handle(
+        _records("configurator.events", _click(customer, "B")), datetime.now(UTC)
+    )
+    release.set()
+    result = await racing
+    await slow.close()
+
+    assert result.conflicts >= 1
+    assert (await _session(store, customer))["n"] == 2
+
+
+async def test_event_clock_holds_events_until_the_watermark_passes_them(
+    store: RedisStore,
+) -> None:
+    customer = unique("C")
+    sink = Sink()
+    handler = _handler(store, sink, clock="event", allowed_lateness_s=60)
+    handler.expect_partitions({"configurator.events:0"})
+    early = _click(customer, "A", occurred_at="2026-11-02T08:00:00Z")
+    late = _click(customer, "B", occurred_at="2026-11-02T08:00:30Z")
+    moves_watermark = _click(unique("C"), "X", occurred_at="2026-11-02T08:01:10Z")
+
+    await handler.handle(_records("configurator.events", early, late), datetime.now(UTC))
+    held = handler.committable({("configurator.events", 0): 2})
+    await handler.handle(
+        _records("configurator.events", moves_watermark, start=2), datetime.now(UTC)
+    )
+    after = handler.committable({("configurator.events", 0): 3})
+
+    assert held == {("configurator.events", 0): 0}
+    assert after == {("configurator.events", 0): 1}  # 08:00:30 is still within 60 s
+    assert (await _session(store, customer))["n"] == 1
+
+
+async def test_version_conflict_is_reported_and_nothing_is_written(store: RedisStore) -> None:
+    key = entities.customer(unique("C"))
+    await store.write([Write(key, 0, {"kind": "customer", "id": key.id})])
+
+    with pytest.raises(VersionConflict):
+        await store.write([Write(key, 0, {"kind": "customer", "id": "overwritten"})])
+
+    loaded = await store.load([key])
+    assert loaded[key].version == 1
+    assert loaded[key].state == {"kind": "customer", "id": key.id}
