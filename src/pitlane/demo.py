@@ -12,17 +12,22 @@ from datetime import UTC, datetime, timedelta
 
 import redis
 from rich.console import Console, Group
+from rich.json import JSON
 from rich.live import Live
+from rich.panel import Panel
 from rich.progress import Progress
 
 from pitlane.adapters.redis_store import decode
 from pitlane.render import counters_table, profile_panel
 from pitlane.simulate import Scenario, generate, publish
 from pitlane.stack.embedded import EmbeddedStack, free_port
+from pitlane.tail import follow
 from pitlane.worker_process import WorkerProcess
 
 DEMO_SESSION_TIMEOUT_S = 2
 """Short group timeouts bring tansu's first join down from ~30 s to a few seconds."""
+DEMO_ABANDONMENT_WINDOW_S = 20
+"""The demo's abandonment window: 20 s instead of a day, so reminders fire on screen."""
 
 
 def run_demo(console: Console, customers: int, seed: int, settle_timeout_s: float) -> None:
@@ -37,12 +42,18 @@ def run_demo(console: Console, customers: int, seed: int, settle_timeout_s: floa
             "PITLANE_BROKER": stack.broker_url,
             "PITLANE_REDIS_URL": stack.redis_url,
             "PITLANE_SESSION_TIMEOUT_S": str(DEMO_SESSION_TIMEOUT_S),
+            "PITLANE_ABANDONMENT_WINDOW_S": str(DEMO_ABANDONMENT_WINDOW_S),
+            "PITLANE_SWEEP_INTERVAL_S": "0.5",
         }
         worker = WorkerProcess(env, free_port(), stack.workdir / "worker.log")
         with worker:
             with console.status("worker joining its consumer group..."):
                 worker.wait_ready()
             console.print(f"[green]worker ready[/] (pid {worker.pid}, web :{worker.web_port})")
+            console.print(
+                f"[yellow]demo setting:[/] abandonment window {DEMO_ABANDONMENT_WINDOW_S} s "
+                "(production default: 24 h), so abandoned configurations fire while you watch"
+            )
             scenario = Scenario(
                 customers=customers, seed=seed, start=datetime.now(UTC) - timedelta(hours=1)
             )
@@ -59,6 +70,7 @@ def run_demo(console: Console, customers: int, seed: int, settle_timeout_s: floa
                 f"({report.malformed} deliberately malformed)"
             )
             _follow(console, worker, stack.redis_url, report.total, settle_timeout_s)
+            _show_triggers(console, stack.bootstrap_servers)
             _show_profiles(console, worker, stack.redis_url)
         console.print(f"[bold green]demo finished[/] in {time.monotonic() - started:.0f}s")
 
@@ -81,8 +93,10 @@ def _profile_counts(redis_url: str) -> dict[str, int]:
 def _follow(
     console: Console, worker: WorkerProcess, redis_url: str, published: int, timeout_s: float
 ) -> None:
-    """Live counters until the worker has consumed everything published."""
+    """Live counters until everything published is consumed and the last abandonment
+    window has passed, so every reminder the traffic earns has fired."""
     deadline = time.monotonic() + timeout_s
+    consumed_at: float | None = None
     with Live(console=console, refresh_per_second=4) as live:
         while True:
             stats = worker.stats()
@@ -94,19 +108,46 @@ def _follow(
                 "batches": stats["batches"],
                 **_profile_counts(redis_url),
             }
+            fired = {f"fired: {kind}": n for kind, n in stats["triggers"].items()}
+            held = {f"held back: {reason}": n for reason, n in stats["suppressed"].items()}
             live.update(
                 Group(
                     counters_table("events in, by type", stats["events"]),
                     counters_table("flow", flow),
+                    counters_table("triggers", {**fired, **held}),
                 )
             )
-            if consumed >= published:
+            now = time.monotonic()
+            if consumed >= published and consumed_at is None:
+                consumed_at = now
+            if consumed_at is not None and now - consumed_at > DEMO_ABANDONMENT_WINDOW_S + 2:
                 return
-            if time.monotonic() > deadline:
+            if now > deadline:
                 raise TimeoutError(
                     f"worker consumed {consumed} of {published} events in {timeout_s:.0f}s"
                 )
             time.sleep(0.5)
+
+
+def _show_triggers(console: Console, bootstrap_servers: list[str]) -> None:
+    """A few triggers as a channel receives them, with their personalised context."""
+    shown: dict[str, int] = {}
+    for topic, trigger in follow(
+        bootstrap_servers,
+        ["campaign.abandoned-configuration", "campaign.service-due"],
+        from_beginning=True,
+        idle_timeout_s=1.0,
+    ):
+        if shown.get(topic, 0) >= 2:
+            continue
+        shown[topic] = shown.get(topic, 0) + 1
+        console.print(
+            Panel(
+                JSON.from_data(trigger),
+                title=f"{topic}: {trigger['type']} for {trigger['customer_id']}",
+                expand=False,
+            )
+        )
 
 
 def _show_profiles(console: Console, worker: WorkerProcess, redis_url: str) -> None:
