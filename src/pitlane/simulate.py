@@ -833,8 +833,10 @@ class _Generator:
         self._identity(linked_at, owner_id, "identity.vehicle_linked", link)
         if cycles:
             # The dealer system backfills the last service when the car is linked, so the
-            # plan counts from there rather than from 0 km at registration.
+            # plan counts from there rather than from 0 km at registration. The record
+            # arrives now but tells of the past: its occurred_at is the day of the service.
             history: _Json = {
+                "occurred_at": self._timestamp(round(-days_since * _DAY_MS)),
                 "vin": vin,
                 "odometer_km": last_service_km,
                 "dealer_id": rng.choice(market.dealers),
