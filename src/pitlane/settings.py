@@ -7,6 +7,7 @@ down; nothing else reads `os.environ`.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -58,6 +59,10 @@ class Settings(BaseSettings):
     web_host: str = Field("127.0.0.1", description="Interface the worker's HTTP API binds to.")
     sessions_kept: int = Field(
         5, gt=0, description="Configurator sessions a profile keeps, newest first."
+    )
+    data_dir: Path = Field(
+        Path(tempfile.gettempdir()) / "pitlane",
+        description="Where the faust runtime keeps its local files (no state lives there).",
     )
     sweep_interval_s: float = Field(
         1.0, gt=0, description="How often a worker fires due deadlines."

@@ -526,7 +526,7 @@ def _customer_identified(step: _Step) -> None:
         return
     if event.anonymous_id in profile["anon_ids"]:
         return  # logged in again on the same device: its history is merged already
-    profile["anon_ids"].append(event.anonymous_id)
+    profile["anon_ids"] = sorted([*profile["anon_ids"], event.anonymous_id])
     source = step.states.get(visitor_key)
     if source is not None:
         merge_profile(profile, source, step.settings)
@@ -618,6 +618,7 @@ def _vehicle_linked(step: _Step) -> None:
                     link[2] = step.at
         if previous != event.customer_id:
             car["owners"].append([event.customer_id, step.at, None])
+            car["owners"].sort(key=lambda link: link[1])
             del car["owners"][:-OWNERS_KEPT]
         car["owner"], car["owner_since"] = event.customer_id, step.version
         car["model"] = event.model_code

@@ -60,6 +60,7 @@ def build_app(settings: Settings, topics: Topics) -> faust.App:
         topic_allow_declare=False,
         topic_disable_leader=True,
         producer_acks=-1,
+        datadir=str(settings.data_dir / "{conf.name}"),
     )
     store = RedisStore(settings.redis_url.get_secret_value(), settings.timer_shards)
     store_ready = asyncio.Event()
