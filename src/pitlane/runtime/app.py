@@ -47,6 +47,7 @@ class FaustPublisher:
 def build_app(settings: Settings, topics: Topics) -> faust.App:
     """A ready-to-run worker app; nothing connects until the worker starts."""
     session = settings.session_timeout_s
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # faust does not create it
     app = faust.App(
         f"{settings.consumer_group}-control",
         broker=settings.broker,
