@@ -27,7 +27,7 @@ from pitlane.domain.entities import EntityKey, erased_marker
 from pitlane.domain.events import InputEvent, InvalidEvent, decode_event
 from pitlane.domain.outputs import dead_letter
 from pitlane.domain.profile import State
-from pitlane.domain.routing import Unroutable, keys_for
+from pitlane.domain.routing import STATE_DEPENDENT_ROUTES, Unroutable, keys_for
 from pitlane.settings import Settings
 from pitlane.topics import Topics
 
@@ -272,7 +272,16 @@ class BatchHandler:
     ) -> None:
         tx = _Transaction(self._store)
         await tx.load([*due, *(k for e in events for k in keys_for(e, tx.working, self._salt))])
-        await tx.load([k for e in events for k in keys_for(e, tx.working, self._salt)])
+        # Some events name more entities once their first ones are loaded (a visitor's
+        # customer, a car's previous owner): one more round trip covers the batch.
+        await tx.load(
+            [
+                k
+                for e in events
+                if e.type in STATE_DEPENDENT_ROUTES
+                for k in keys_for(e, tx.working, self._salt)
+            ]
+        )
         decisions = Decisions()
         notes: Counter[str] = Counter()
         duplicates = 0

@@ -19,7 +19,7 @@ import pytest
 from redis.exceptions import RedisError
 
 import pitlane.ingest
-from pitlane.adapters.redis_store import RedisStore, VersionConflict, Write
+from pitlane.adapters.redis_store import RedisStore, VersionConflict, Write, redis_key
 from pitlane.domain import entities
 from pitlane.ingest import BatchHandler, OutMessage
 from pitlane.settings import Settings
@@ -215,3 +215,30 @@ async def test_version_conflict_is_reported_and_nothing_is_written(store: RedisS
     loaded = await store.load([key])
     assert loaded[key].version == 1
     assert loaded[key].state == {"kind": "customer", "id": key.id}
+
+
+async def test_write_stores_states_deadlines_and_marks_together(store: RedisStore) -> None:
+    car, customer, other = (
+        entities.vehicle(unique("V")),
+        entities.customer(unique("C")),
+        entities.customer(unique("C")),
+    )
+    await store.write(
+        [Write(car, 0, {"kind": "vehicle"}), Write(customer, 0, {"kind": "customer"}, 60)],
+        {car: 123.5, customer: None, other: 99.0},
+        {"telematics.events:0": 5.0, "telematics.events:1": 7.0},
+    )
+
+    assert await store.deadline(car) == 123.5
+    assert await store.deadline(other) == 99.0
+    assert await store.deadline(customer) is None
+    assert 0 < await store.redis.ttl(redis_key(customer)) <= 60
+    marks = await store.partition_marks()
+    assert marks["telematics.events:0"] == 5.0
+    assert marks["telematics.events:1"] == 7.0
+
+    await store.write([Write(car, 1, None)], {car: None}, {"telematics.events:0": 4.0})
+
+    assert (await store.load([car]))[car].state is None
+    assert await store.deadline(car) is None
+    assert (await store.partition_marks())["telematics.events:0"] == 5.0

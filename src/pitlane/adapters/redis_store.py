@@ -23,44 +23,61 @@ from pitlane.domain.profile import State
 _PREFIX = {"customer": "cust", "anonymous": "anon", "vehicle": "veh", "erased": "erased"}
 _SUFFIX = {"customer": ":profile", "anonymous": ":profile", "vehicle": ":state", "erased": ""}
 
-# KEYS: n entities, then m timer shards, then the watermark hash.
-# ARGV: n, m; per entity (expected version, new value or "" to delete, ttl s); per timer
-# (member, deadline or "" to drop); then pairs (partition, largest event time seen).
-# All-or-nothing: the first moved version aborts the whole write and is reported, so
-# state, deadlines and watermark always move together.
+# KEYS: n entities, then the timer shards used, then the watermark hash.
+# ARGV[1]: n. ARGV[2], [3], [4]: per entity, comma-separated: expected version, TTL
+# (0 = none), byte length of the new value (-1 = delete). ARGV[5]: the new values,
+# concatenated. ARGV[6]: timer members, separated by 0x1f (ASCII unit separator).
+# ARGV[7]: per member "shard-key-index deadline" ("index" alone = drop), comma-separated.
+# ARGV[8]: watermark "partition mark" pairs, separated by 0x1f.
+# Packing many values into few arguments keeps the client from encoding thousands of
+# arguments per batch. All-or-nothing: the first moved version aborts the whole write
+# and is reported, so state, deadlines and watermark always move together.
 _COMPARE_AND_SET = """
-local n, m = tonumber(ARGV[1]), tonumber(ARGV[2])
+local n = tonumber(ARGV[1])
+local function split(text, sep)
+  local parts = {}
+  if text == '' then return parts end
+  for part in string.gmatch(text .. sep, '(.-)' .. sep) do parts[#parts + 1] = part end
+  return parts
+end
+local versions, ttls, lengths = split(ARGV[2], ','), split(ARGV[3], ','), split(ARGV[4], ',')
 for i = 1, n do
   local current = redis.call('GET', KEYS[i])
   local version = '0'
   if current then version = string.match(current, '^(%d+)|') or 'x' end
-  if version ~= ARGV[3 * i] then return {i} end
+  if version ~= versions[i] then return {i} end
 end
+local offset = 1
 for i = 1, n do
-  local value = ARGV[3 * i + 1]
-  local ttl = tonumber(ARGV[3 * i + 2])
-  if value == '' then
+  local length = tonumber(lengths[i])
+  if length < 0 then
     redis.call('DEL', KEYS[i])
-  elseif ttl > 0 then
-    redis.call('SET', KEYS[i], value, 'EX', ttl)
   else
-    redis.call('SET', KEYS[i], value)
+    local value = string.sub(ARGV[5], offset, offset + length - 1)
+    offset = offset + length
+    local ttl = tonumber(ttls[i])
+    if ttl > 0 then
+      redis.call('SET', KEYS[i], value, 'EX', ttl)
+    else
+      redis.call('SET', KEYS[i], value)
+    end
   end
 end
-local base = 3 * n + 2
-for j = 1, m do
-  local member, deadline = ARGV[base + 2 * j - 1], ARGV[base + 2 * j]
+local members, timers = split(ARGV[6], '\\31'), split(ARGV[7], ',')
+for j, member in ipairs(members) do
+  local shard, deadline = string.match(timers[j], '^(%d+) ?(.*)$')
   if deadline == '' then
-    redis.call('ZREM', KEYS[n + j], member)
+    redis.call('ZREM', KEYS[tonumber(shard)], member)
   else
-    redis.call('ZADD', KEYS[n + j], deadline, member)
+    redis.call('ZADD', KEYS[tonumber(shard)], deadline, member)
   end
 end
-local marks = KEYS[n + m + 1]
-for k = base + 2 * m + 1, #ARGV, 2 do
-  local current = redis.call('HGET', marks, ARGV[k])
-  if not current or tonumber(ARGV[k + 1]) > tonumber(current) then
-    redis.call('HSET', marks, ARGV[k], ARGV[k + 1])
+local marks = KEYS[#KEYS]
+for _, pair in ipairs(split(ARGV[8], '\\31')) do
+  local partition, mark = string.match(pair, '^(.*) (%S+)$')
+  local current = redis.call('HGET', marks, partition)
+  if not current or tonumber(mark) > tonumber(current) then
+    redis.call('HSET', marks, partition, mark)
   end
 end
 return {}
@@ -209,18 +226,31 @@ class RedisStore:
         timers = sorted((deadlines or {}).items())
         if not batch and not timers and not marks:
             return
-        keys = [redis_key(w.key) for w in batch]
-        args: list[bytes | int | float | str] = [len(batch), len(timers)]
-        for w in batch:
-            value = b"" if w.state is None else encode(w.expected_version + 1, w.state)
-            args.extend((w.expected_version, value, w.ttl_s))
+        values = [
+            b"" if w.state is None else encode(w.expected_version + 1, w.state) for w in batch
+        ]
+        shards: dict[str, int] = {}
+        members: list[str] = []
+        timer_args: list[str] = []
         for key, deadline in timers:
             member = timer_member(key)
-            keys.append(timer_shard(member, self._shards))
-            args.extend((member, "" if deadline is None else repr(deadline)))
-        keys.append(WATERMARKS_KEY)
-        for partition, mark in sorted((marks or {}).items()):
-            args.extend((partition, repr(mark)))
+            shard = timer_shard(member, self._shards)
+            index = shards.setdefault(shard, len(batch) + len(shards) + 1)
+            members.append(member)
+            timer_args.append(f"{index}" if deadline is None else f"{index} {deadline!r}")
+        keys = [*(redis_key(w.key) for w in batch), *shards, WATERMARKS_KEY]
+        args = [
+            len(batch),
+            ",".join(str(w.expected_version) for w in batch),
+            ",".join(str(w.ttl_s) for w in batch),
+            ",".join(
+                "-1" if w.state is None else str(len(v)) for w, v in zip(batch, values, strict=True)
+            ),
+            b"".join(values),
+            "\x1f".join(members),
+            ",".join(timer_args),
+            "\x1f".join(f"{p} {m!r}" for p, m in sorted((marks or {}).items())),
+        ]
         result = await self._cas(keys=keys, args=args)
         if result:
             raise VersionConflict(batch[int(result[0]) - 1].key)

@@ -9,6 +9,7 @@ crash between two of them is repaired by redelivery.
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 from typing import Literal, NamedTuple
 
 EntityKind = Literal["customer", "anonymous", "vehicle", "erased"]
@@ -36,6 +37,7 @@ def vehicle(vin: str) -> EntityKey:
     return EntityKey("vehicle", vin)
 
 
+@lru_cache(maxsize=65_536)
 def erased_marker(customer_id: str, salt: str) -> EntityKey:
     """Key of the tombstone an erased customer leaves behind.
 

@@ -30,6 +30,20 @@ from pitlane.domain.profile import State
 States = Mapping[EntityKey, State | None]
 
 
+STATE_DEPENDENT_ROUTES = frozenset(
+    {
+        "configurator.session_started",
+        "configurator.option_selected",
+        "configurator.configuration_saved",
+        "configurator.quote_requested",
+        "booking.cancelled",
+        "identity.vehicle_linked",
+        "identity.customer_erased",
+    }
+)
+"""Event types whose full set of keys depends on state already loaded."""
+
+
 class Unroutable(ValueError):
     """An event that names no one pitlane may store state for (junk identifiers only)."""
 
