@@ -117,6 +117,8 @@ class BatchHandler:
         self._marks: dict[str, float] = {}
         self._expected: set[str] = set()
         self._pending: dict[tuple[str, int, int], tuple[float, str, InputEvent, RawRecord]] = {}
+        self._routes: dict[str, list[EntityKey]] = {}
+        # First-round keys of the events in hand, so routing runs once per event.
 
     async def handle(self, records: Sequence[RawRecord], now: datetime) -> BatchResult:
         """Apply `records` (in order per partition) and publish what they produce.
@@ -133,7 +135,7 @@ class BatchHandler:
         for record in records:
             try:
                 event = decode_event(record.value or b"", record.topic)
-                keys_for(event, {}, self._salt)
+                self._routes[event.event_id] = keys_for(event, {}, self._salt)
             except (InvalidEvent, Unroutable) as error:
                 reason = error.reason if isinstance(error, InvalidEvent) else str(error)
                 letters.append(self._dead_letter(record, reason, now))
@@ -168,6 +170,7 @@ class BatchHandler:
                     letters.append(self._dead_letter(record, reason, now))
         for record in sources:
             self._pending.pop((record.topic, record.partition, record.offset), None)
+        self._routes.clear()  # events held for the watermark route again when released
         result.dead_letters = len(letters)
         if letters:
             await self._publisher.publish(letters)
@@ -271,7 +274,7 @@ class BatchHandler:
         marks: dict[str, float],
     ) -> None:
         tx = _Transaction(self._store)
-        await tx.load([*due, *(k for e in events for k in keys_for(e, tx.working, self._salt))])
+        await tx.load([*due, *(k for e in events for k in self._first_keys(e))])
         # Some events name more entities once their first ones are loaded (a visitor's
         # customer, a car's previous owner): one more round trip covers the batch.
         await tx.load(
@@ -286,14 +289,16 @@ class BatchHandler:
         notes: Counter[str] = Counter()
         duplicates = 0
         for event in events:
-            while needed := [
-                k for k in keys_for(event, tx.working, self._salt) if k not in tx.versions
-            ]:
-                await tx.load(needed)
+            keys = self._first_keys(event)
+            if event.type in STATE_DEPENDENT_ROUTES:
+                keys = keys_for(event, tx.working, self._salt)
+                while missing := [k for k in keys if k not in tx.versions]:
+                    await tx.load(missing)
+                    keys = keys_for(event, tx.working, self._salt)
             occurred = event.occurred_at.timestamp()
             if self._event_clock:
                 # What was due before this event in event time fires first, as it did live.
-                before = [k for k in keys_for(event, tx.working, self._salt) if _decidable(k)]
+                before = [k for k in keys if _decidable(k)]
                 _merge(decisions, await self._decide(tx, before, occurred))
             applied = apply(event, tx.working, self._settings)
             if not applied.changed:
@@ -337,6 +342,12 @@ class BatchHandler:
         result.notes = notes
         result.triggers = Counter(t.type for t in decisions.triggers)
         result.suppressed = Counter(s.reason for s in decisions.suppressed)
+
+    def _first_keys(self, event: InputEvent) -> list[EntityKey]:
+        keys = self._routes.get(event.event_id)
+        if keys is None:
+            keys = self._routes[event.event_id] = keys_for(event, {}, self._salt)
+        return keys
 
     async def _decide(self, tx: _Transaction, keys: list[EntityKey], at: float) -> Decisions:
         owners = decision_keys(tx.working, keys)

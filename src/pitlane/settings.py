@@ -74,7 +74,7 @@ class Settings(BaseSettings):
         300, ge=0, description="How late an event may arrive and still count in event-clock mode."
     )
     dedupe_ids: int = Field(
-        64, gt=0, description="Recent event ids each profile remembers to apply a redelivery once."
+        32, gt=0, description="Recent event ids each profile remembers to apply a redelivery once."
     )
     interest_half_life_days: float = Field(14, gt=0, description="Half-life of interest scores.")
     mileage_smoothing: float = Field(

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pitlane.domain import decay, entities
-from pitlane.domain.entities import EntityKey, is_junk_id
+from pitlane.domain.entities import EntityKey, event_tag, is_junk_id
 from pitlane.domain.events import (
     BookingCancelled,
     ConfigurationSaved,
@@ -51,7 +51,7 @@ from pitlane.settings import Settings
 DAY_S = 86_400.0
 CLOSED_KEPT = 20
 OWNERS_KEPT = 5
-SESSION_EVENT_IDS_KEPT = 10
+SESSION_EVENT_IDS_KEPT = 6
 """Newest event ids a session keeps: the `caused_by` of its abandonment trigger."""
 VEHICLE_EVENT_IDS_KEPT = 5
 """Newest event ids a vehicle keeps: the `caused_by` of its service-due trigger."""
@@ -76,6 +76,7 @@ class Applied:
 class _Step:
     event: InputEvent
     at: float
+    tag: str
     version: Version
     states: MutableMapping[EntityKey, State | None]
     settings: Settings
@@ -91,9 +92,9 @@ class _Step:
             state = make()
             self.states[key] = state
         seen: list[str] = state["seen"]
-        if self.event.event_id in seen:
+        if self.tag in seen:
             return None
-        seen.append(self.event.event_id)
+        seen.append(self.tag)
         if len(seen) > self.settings.dedupe_ids:
             del seen[: len(seen) - self.settings.dedupe_ids]
         self.applied.changed.add(key)
@@ -133,7 +134,8 @@ def apply(
     Keys mapped to None afterwards are to be deleted.
     """
     at = event.occurred_at.timestamp()
-    step = _Step(event, at, [at, event.event_id], states, settings, Applied())
+    tag = event_tag(event.event_id)
+    step = _Step(event, at, tag, [at, tag], states, settings, Applied())
     _HANDLERS[event.type](step)
     return step.applied
 
@@ -270,7 +272,7 @@ def _configurator(step: _Step) -> None:
         if profile["saved"] is None or newer(step.version, profile["saved"]["v"]):
             profile["saved"] = saved
         session["acts"] = sorted(
-            [*session["acts"], [event.event_id, step.at, INTEREST_WEIGHTS[event.type]]]
+            [*session["acts"], [step.tag, step.at, INTEREST_WEIGHTS[event.type]]]
         )
         _credit_actions(profile, session, step.settings)
     elif isinstance(event, QuoteRequested):
@@ -278,7 +280,7 @@ def _configurator(step: _Step) -> None:
         session["quote"] = max(session["quote"] or step.at, step.at)
         _convert(profile, "quote", step.at)
         session["acts"] = sorted(
-            [*session["acts"], [event.event_id, step.at, INTEREST_WEIGHTS[event.type]]]
+            [*session["acts"], [step.tag, step.at, INTEREST_WEIGHTS[event.type]]]
         )
         _credit_actions(profile, session, step.settings)
 
