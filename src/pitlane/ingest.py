@@ -305,6 +305,9 @@ class BatchHandler:
                 duplicates += 1
             tx.changed |= applied.changed
             notes.update(applied.notes)
+            for note in applied.notes:
+                if note.startswith("identity"):
+                    log.warning("%s (event %s)", note, event.event_id)
             if self._event_clock:
                 # What the event itself makes true fires at the event's own time.
                 after = [k for k in applied.changed if _decidable(k)]

@@ -242,3 +242,35 @@ async def test_write_stores_states_deadlines_and_marks_together(store: RedisStor
     assert (await store.load([car]))[car].state is None
     assert await store.deadline(car) is None
     assert (await store.partition_marks())["telematics.events:0"] == 5.0
+
+
+async def test_a_due_deadline_fires_on_exactly_one_of_two_sweeping_workers(
+    store: RedisStore, redis_url: str
+) -> None:
+    customer = unique("C")
+    consent = event("identity.consent_updated", customer_id=customer, channel="email", granted=True)
+    clicks = [_click(customer, code, occurred_at="2026-11-02T08:00:00Z") for code in "ABC"]
+    sink = Sink()
+    await _handler(store, sink, abandonment_window_s=86_400 * 365 * 10).handle(
+        _records("identity.events", consent) + _records("configurator.events", *clicks),
+        datetime.now(UTC),
+    )
+    assert await store.deadline(entities.customer(customer)) is not None
+    other = RedisStore(redis_url)
+    await other.start()
+    later = datetime(2040, 1, 1, tzinfo=UTC)  # past the armed deadline
+    first, second = Sink(), Sink()
+
+    await asyncio.gather(
+        _handler(store, first).fire_due(later), _handler(other, second).fire_due(later)
+    )
+    await other.close()
+
+    fired = [
+        t
+        for t in first.on("campaign.abandoned-configuration")
+        + second.on("campaign.abandoned-configuration")
+        if t["customer_id"] == customer
+    ]
+    assert len(fired) == 1
+    assert await store.deadline(entities.customer(customer)) is None
