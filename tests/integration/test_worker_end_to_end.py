@@ -11,10 +11,10 @@ from typing import Any
 import orjson
 import pytest
 import redis
-from wire import customer_key, event, stored, wait_for
 
 from pitlane.adapters.redis_store import decode
 from pitlane.worker_process import WorkerProcess
+from wire import customer_key, event, stored, wait_for
 
 pytestmark = pytest.mark.integration
 
