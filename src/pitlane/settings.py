@@ -53,13 +53,8 @@ class Settings(BaseSettings):
         gt=0,
         description="Kafka group session timeout; tansu answers a join after about half of it.",
     )
-    web_port: int = Field(
-        6066, ge=0, le=65535, description="Port of the worker's HTTP API (0 = any)."
-    )
+    web_port: int = Field(6066, ge=0, le=65535, description="Port of the worker's HTTP API.")
     web_host: str = Field("127.0.0.1", description="Interface the worker's HTTP API binds to.")
-    sessions_kept: int = Field(
-        5, gt=0, description="Configurator sessions a profile keeps, newest first."
-    )
     data_dir: Path = Field(
         Path(tempfile.gettempdir()) / "pitlane",
         description="Where the faust runtime keeps its local files (no state lives there).",
@@ -70,6 +65,9 @@ class Settings(BaseSettings):
     timer_shards: int = Field(16, gt=0, description="Deadline index shards (sorted sets) in Redis.")
 
     # State.
+    sessions_kept: int = Field(
+        5, gt=0, description="Configurator sessions a profile keeps, newest first."
+    )
     allowed_lateness_s: float = Field(
         300, ge=0, description="How late an event may arrive and still count in event-clock mode."
     )
