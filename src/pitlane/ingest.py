@@ -306,7 +306,7 @@ class BatchHandler:
             tx.changed |= applied.changed
             notes.update(applied.notes)
             for note in applied.notes:
-                if note.startswith("identity"):
+                if note.startswith("identity conflict"):
                     log.warning("%s (event %s)", note, event.event_id)
             if self._event_clock:
                 # What the event itself makes true fires at the event's own time.
