@@ -341,10 +341,10 @@ class BatchHandler:
             decisions.deadlines,
             marks,
         )
-        result.duplicates = duplicates
-        result.notes = notes
-        result.triggers = Counter(t.type for t in decisions.triggers)
-        result.suppressed = Counter(s.reason for s in decisions.suppressed)
+        result.duplicates += duplicates
+        result.notes.update(notes)
+        result.triggers.update(t.type for t in decisions.triggers)
+        result.suppressed.update(s.reason for s in decisions.suppressed)
 
     def _first_keys(self, event: InputEvent) -> list[EntityKey]:
         keys = self._routes.get(event.event_id)
