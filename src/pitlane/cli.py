@@ -67,6 +67,75 @@ def demo(
 
 
 @app.command()
+def bench(
+    events: Annotated[int, typer.Option(min=1, help="Events preloaded per run.")] = 200_000,
+    customers: Annotated[int, typer.Option(min=1, help="Simulated customers.")] = 50_000,
+    vehicles: Annotated[int, typer.Option(min=0, help="Simulated vehicles.")] = 20_000,
+    seed: Annotated[int, typer.Option(help="Simulator seed.")] = 1,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="PITLANE_BATCH_MAX_RECORDS of the workers.")
+    ] = 500,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes in the group.")] = 1,
+    peers: Annotated[bool, typer.Option(help="Also run benchmarks/peers/ pipelines.")] = False,
+    sweep_batch_sizes: Annotated[
+        str, typer.Option(help="Comma-separated batch sizes to sweep, e.g. 50,100,500.")
+    ] = "",
+    latency_loads: Annotated[
+        str, typer.Option(help="Comma-separated fractions of peak for latency; '' for none.")
+    ] = "0.5",
+    latency_seconds: Annotated[
+        float, typer.Option(min=0.1, help="How long each latency load is offered, s.")
+    ] = 10.0,
+    profile: Annotated[
+        bool, typer.Option(help="Profile the batch handler in process (cProfile).")
+    ] = False,
+    plots: Annotated[Path | None, typer.Option(help="Write PNG charts to this directory.")] = None,
+    timeout: Annotated[float, typer.Option(help="Longest wait for any one run, s.")] = 900,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Measure throughput, CPU, Redis memory and trigger latency of real workers."""
+    from pitlane.bench import BenchConfig, run_bench
+    from pitlane.bench_harness import Silent
+    from pitlane.bench_plots import write_plots
+    from pitlane.bench_report import ProgressReporter, report_tables
+    from pitlane.topics import load_topics
+
+    settings = _settings()
+    try:
+        config = BenchConfig(
+            events=events,
+            customers=customers,
+            vehicles=vehicles,
+            seed=seed,
+            batch_size=batch_size,
+            workers=workers,
+            peers=peers,
+            sweep_batch_sizes=tuple(int(v) for v in sweep_batch_sizes.split(",") if v.strip()),
+            latency_loads=tuple(float(v) for v in latency_loads.split(",") if v.strip()),
+            latency_seconds=latency_seconds,
+            profile=profile,
+            timeout_s=timeout,
+        )
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    topics = load_topics(settings.topics_file)
+    if as_json:
+        report = run_bench(config, topics, settings, Silent())
+    else:
+        with Progress(*ProgressReporter.columns(), console=console) as progress:
+            reporter = ProgressReporter(progress)
+            report = run_bench(config, topics, settings, reporter)
+            reporter.close()
+    written = write_plots(report, plots) if plots is not None else []
+    if as_json:
+        sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
+        return
+    console.print(report_tables(report))
+    for path in written:
+        console.print(f"wrote {path}")
+
+
+@app.command()
 def simulate(
     customers: Annotated[int, typer.Option(min=1, help="Simulated customers.")] = 1000,
     vehicles: Annotated[

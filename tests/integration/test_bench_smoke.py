@@ -1,0 +1,70 @@
+"""`pitlane bench` end to end on a tiny workload: it runs, consumes all, reports in full.
+
+Correctness only: the figures of a tiny run on a shared machine mean nothing, so no
+assertion here is about speed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+EVENTS = 3_000
+
+
+def test_bench_reports_every_documented_figure(tmp_path: Path) -> None:
+    command = [
+        sys.executable, "-m", "pitlane", "bench",
+        "--events", str(EVENTS),
+        "--customers", "400",
+        "--vehicles", "160",
+        "--batch-size", "50",
+        "--latency-loads", "0.1",
+        "--latency-seconds", "1",
+        "--profile",
+        "--plots", str(tmp_path),
+        "--timeout", "120",
+        "--json",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=170, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+
+    assert set(report) == {
+        "started_at", "machine", "config", "workload", "pitlane", "redis",
+        "peers", "sweep", "latency", "profile",
+    }  # fmt: skip
+    assert report["workload"]["events"] == EVENTS
+    assert sum(report["workload"]["by_type"].values()) == EVENTS
+
+    pitlane = report["pitlane"]
+    assert pitlane["consumed"] == EVENTS
+    assert 0 < pitlane["events"] <= EVENTS
+    assert pitlane["events_per_s"] > 0
+    assert pitlane["cpu_s_per_100k"] >= 0
+    assert pitlane["batches"] > 0
+    assert pitlane["batch_size"] == 50
+
+    redis = report["redis"]
+    assert redis["kinds"]["customer"]["keys"] > 0
+    assert redis["kinds"]["vehicle"]["keys"] > 0
+    assert redis["kinds"]["customer"]["mean_bytes"] > 0
+    assert redis["bytes_per_entity"] > 0
+
+    [latency] = report["latency"]
+    assert latency["expected"] > 0
+    assert latency["sent"] == latency["expected"]
+    assert latency["arrived"] == latency["expected"]
+    assert 0 < latency["p50_ms"] <= latency["p95_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+
+    profile = report["profile"]
+    assert profile["events"] == EVENTS
+    assert profile["handler_s"] > 0
+    assert [stage["share"] > 0 for stage in profile["stages"]].count(True) >= 5
+    assert (tmp_path / "bench-latency-vs-load.png").stat().st_size > 0
