@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     consumer_group: str = Field("pitlane", description="Kafka consumer group of the workers.")
     batch_max_records: int = Field(500, gt=0, description="Most events taken from Kafka per batch.")
     batch_timeout_ms: int = Field(100, ge=0, description="Longest wait for a batch to fill.")
+    fetch_max_wait_ms: int = Field(
+        20,
+        ge=0,
+        description="Longest a fetch waits for data; tansu answers only when it runs out, "
+        "so it is the floor of trigger latency there (Kafka answers when data arrives).",
+    )
     session_timeout_s: float = Field(
         10,
         gt=0,

@@ -136,6 +136,7 @@ class BatchConsumer:
             heartbeat_interval_ms=max(100, session_ms // 4),
             rebalance_timeout_ms=max(session_ms, 10_000),
             max_poll_records=self._settings.batch_max_records,
+            fetch_max_wait_ms=self._settings.fetch_max_wait_ms,
             fetch_max_bytes=16 * 1024 * 1024,
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
