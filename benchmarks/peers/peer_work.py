@@ -14,15 +14,13 @@ from __future__ import annotations
 import time
 from collections.abc import MutableMapping
 
-import orjson
-
 from pitlane.domain.apply import apply
 from pitlane.domain.decide import Decisions, decide, decision_keys
 from pitlane.domain.entities import EntityKey, erased_marker
 from pitlane.domain.events import InputEvent, InvalidEvent, decode_event
 from pitlane.domain.profile import State
 from pitlane.domain.routing import Unroutable, keys_for
-from pitlane.ingest import OutMessage
+from pitlane.ingest import OutMessage, trigger_messages
 from pitlane.settings import Settings
 from pitlane.topics import Topics
 
@@ -85,23 +83,7 @@ class EventWork:
 
     def outputs(self, decisions: Decisions) -> list[OutMessage]:
         """The trigger and held-back-trigger messages pitlane would publish for `decisions`."""
-        messages = [
-            OutMessage(
-                self._topics.topic(trigger.type),
-                trigger.customer_id.encode(),
-                orjson.dumps(trigger.model_dump(mode="json")),
-            )
-            for trigger in decisions.triggers
-        ]
-        messages.extend(
-            OutMessage(
-                self._topics.topic("suppressed"),
-                held.trigger.customer_id.encode(),
-                orjson.dumps(held.model_dump(mode="json")),
-            )
-            for held in decisions.suppressed
-        )
-        return messages
+        return trigger_messages(decisions, self._topics)
 
     def ttl_s(self, key: EntityKey) -> int:
         """Seconds an entity's key lives in Redis; 0 for no expiry (as pitlane sets it)."""

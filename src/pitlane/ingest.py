@@ -315,22 +315,7 @@ class BatchHandler:
         touched = [k for k in (*tx.changed, *due) if _decidable(k)]
         if at != float("-inf"):
             _merge(decisions, await self._decide(tx, touched, at))
-        outputs = [
-            OutMessage(
-                self._topics.topic(t.type),
-                t.customer_id.encode(),
-                orjson.dumps(t.model_dump(mode="json")),
-            )
-            for t in decisions.triggers
-        ]
-        outputs.extend(
-            OutMessage(
-                self._topics.topic("suppressed"),
-                s.trigger.customer_id.encode(),
-                orjson.dumps(s.model_dump(mode="json")),
-            )
-            for s in decisions.suppressed
-        )
+        outputs = trigger_messages(decisions, self._topics)
         if outputs:
             await self._publisher.publish(outputs)
         await self._store.write(
@@ -406,3 +391,24 @@ def _merge(into: Decisions, more: Decisions) -> None:
     into.suppressed.extend(more.suppressed)
     into.deadlines.update(more.deadlines)
     into.changed |= more.changed
+
+
+def trigger_messages(decisions: Decisions, topics: Topics) -> list[OutMessage]:
+    """The campaign and held-back messages of `decisions`, keyed by customer."""
+    messages = [
+        OutMessage(
+            topics.topic(trigger.type),
+            trigger.customer_id.encode(),
+            orjson.dumps(trigger.model_dump(mode="json")),
+        )
+        for trigger in decisions.triggers
+    ]
+    messages.extend(
+        OutMessage(
+            topics.topic("suppressed"),
+            held.trigger.customer_id.encode(),
+            orjson.dumps(held.model_dump(mode="json")),
+        )
+        for held in decisions.suppressed
+    )
+    return messages
