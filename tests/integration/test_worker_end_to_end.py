@@ -187,3 +187,13 @@ def test_erasure_leaves_no_key_of_the_customer(
     assert car is not None
     assert car["owner"] is None
     assert orjson.dumps(car).find(customer.encode()) == -1
+
+
+def test_operator_sweep_command_is_obeyed_and_unknown_ones_are_reported(
+    worker: WorkerProcess, produce: Callable[..., None]
+) -> None:
+    produce("pitlane.control", "operator", {"command": "sweep"})
+    produce("pitlane.control", "operator", {"command": "reboot-the-moon"})
+
+    wait_for(lambda: "control: sweeping due deadlines now" in worker.log_tail(400))
+    wait_for(lambda: "ignoring unknown command" in worker.log_tail(400))
