@@ -252,13 +252,6 @@ class EmbeddedStack:
         return f"redis://{_HOST}:{self._port('redis')}/0"
 
     @property
-    def topic_report(self) -> TopicReport:
-        """What creating the declared topics did at start-up."""
-        if self._topic_report is None:
-            raise RuntimeError("the embedded stack has not started")
-        return self._topic_report
-
-    @property
     def pids(self) -> dict[str, int]:
         """Process id of each started service (`redis`, `broker`), e.g. to check cleanup."""
         return {name: service.process.pid for name, service in self._services.items()}
