@@ -1,9 +1,10 @@
 """`pitlane replay`: publish recorded events, in order, to the topics they belong on.
 
 A team replays a day of traffic (one JSON event per line, files or a directory of
-`*.jsonl`) against a worker running with `PITLANE_CLOCK=event`, and gets the triggers
-the live run would have given. Lines that are not events are reported with their file
-and line number and not sent: the replay never guesses a topic.
+`*.jsonl`) into the input topics, then starts workers with `PITLANE_CLOCK=event`, and
+gets the triggers the live run would have given. Lines that are not events are
+reported with their file and line number and not sent: the replay never guesses a
+topic.
 """
 
 from __future__ import annotations
