@@ -21,10 +21,8 @@ from typing import Any, Protocol
 from pitlane.simulate import SimulatedMessage, publish
 from pitlane.stack.embedded import EmbeddedStack, free_port
 from pitlane.topics import Topics
-from pitlane.worker_process import WorkerProcess
+from pitlane.worker_process import WorkerProcess, embedded_worker_env
 
-SESSION_TIMEOUT_S = 2
-"""Short group timeouts bring tansu's first join down from ~30 s to a few seconds."""
 POLL_INTERVAL_S = 0.05
 """How often the driver reads the workers' counters: about 1 % of a worker's CPU."""
 
@@ -74,13 +72,7 @@ def start_workers(
     stack: EmbeddedStack, count: int, group: str, batch_size: int
 ) -> list[WorkerProcess]:
     """Launch `count` workers in one consumer group; returns at once, all running."""
-    common = {
-        "PITLANE_BROKER": stack.broker_url,
-        "PITLANE_REDIS_URL": stack.redis_url,
-        "PITLANE_SESSION_TIMEOUT_S": str(SESSION_TIMEOUT_S),
-        "PITLANE_CONSUMER_GROUP": group,
-        "PITLANE_BATCH_MAX_RECORDS": str(batch_size),
-    }
+    common = embedded_worker_env(stack, consumer_group=group, batch_max_records=batch_size)
     workers: list[WorkerProcess] = []
     try:
         for index in range(count):

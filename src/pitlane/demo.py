@@ -22,10 +22,8 @@ from pitlane.render import counters_table, profile_panel
 from pitlane.simulate import Scenario, generate, publish
 from pitlane.stack.embedded import EmbeddedStack, free_port
 from pitlane.tail import follow
-from pitlane.worker_process import WorkerProcess
+from pitlane.worker_process import WorkerProcess, embedded_worker_env
 
-DEMO_SESSION_TIMEOUT_S = 2
-"""Short group timeouts bring tansu's first join down from ~30 s to a few seconds."""
 DEMO_ABANDONMENT_WINDOW_S = 20
 """The demo's abandonment window: 20 s instead of a day, so reminders fire on screen."""
 
@@ -38,13 +36,9 @@ def run_demo(console: Console, customers: int, seed: int, settle_timeout_s: floa
         stack.start()
     with stack:
         console.print(f"[green]stack up[/] broker {stack.broker_url}  redis {stack.redis_url}")
-        env = {
-            "PITLANE_BROKER": stack.broker_url,
-            "PITLANE_REDIS_URL": stack.redis_url,
-            "PITLANE_SESSION_TIMEOUT_S": str(DEMO_SESSION_TIMEOUT_S),
-            "PITLANE_ABANDONMENT_WINDOW_S": str(DEMO_ABANDONMENT_WINDOW_S),
-            "PITLANE_SWEEP_INTERVAL_S": "0.5",
-        }
+        env = embedded_worker_env(
+            stack, abandonment_window_s=DEMO_ABANDONMENT_WINDOW_S, sweep_interval_s=0.5
+        )
         worker = WorkerProcess(env, free_port(), stack.workdir / "worker.log")
         with worker:
             with console.status("worker joining its consumer group..."):

@@ -17,7 +17,26 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
+
+if TYPE_CHECKING:
+    from pitlane.stack.embedded import EmbeddedStack
+
+EMBEDDED_SESSION_TIMEOUT_S = 2
+"""Group timeouts for the embedded broker: tansu answers a join after about half the
+session timeout, so the 10 s default would cost every demo, test and bench ~5 s."""
+
+
+def embedded_worker_env(stack: EmbeddedStack, **settings: object) -> dict[str, str]:
+    """`PITLANE_*` settings that point a worker at `stack`, plus any given here
+    (`abandonment_window_s=3` becomes `PITLANE_ABANDONMENT_WINDOW_S=3`)."""
+    env = {
+        "PITLANE_BROKER": stack.broker_url,
+        "PITLANE_REDIS_URL": stack.redis_url,
+        "PITLANE_SESSION_TIMEOUT_S": str(EMBEDDED_SESSION_TIMEOUT_S),
+    }
+    env.update({f"PITLANE_{name.upper()}": str(value) for name, value in settings.items()})
+    return env
 
 
 class WorkerProcess:

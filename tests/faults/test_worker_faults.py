@@ -17,7 +17,7 @@ import redis
 from kafka import KafkaProducer
 
 from pitlane.stack.embedded import EmbeddedStack, find_redis_server, free_port
-from pitlane.worker_process import WorkerProcess
+from pitlane.worker_process import WorkerProcess, embedded_worker_env
 from wire import customer_key, event, read_matching, stored, unique, wait_for
 
 pytestmark = pytest.mark.integration
@@ -37,15 +37,14 @@ def producer(stack: EmbeddedStack) -> Iterator[KafkaProducer]:
 
 
 def _worker(stack: EmbeddedStack, redis_url: str, group: str, tmp_path: Path) -> WorkerProcess:
-    env = {
-        "PITLANE_BROKER": stack.broker_url,
-        "PITLANE_REDIS_URL": redis_url,
-        "PITLANE_CONSUMER_GROUP": group,
-        "PITLANE_SESSION_TIMEOUT_S": "2",
-        "PITLANE_ABANDONMENT_WINDOW_S": "3",
-        "PITLANE_SWEEP_INTERVAL_S": "0.2",
-        "PITLANE_BATCH_MAX_RECORDS": "100",
-    }
+    env = embedded_worker_env(
+        stack,
+        redis_url=redis_url,
+        consumer_group=group,
+        abandonment_window_s=3,
+        sweep_interval_s=0.2,
+        batch_max_records=100,
+    )
     return WorkerProcess(env, free_port(), tmp_path / f"{group}.log")
 
 

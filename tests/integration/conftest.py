@@ -16,7 +16,7 @@ import redis
 from kafka import KafkaProducer
 
 from pitlane.stack.embedded import EmbeddedStack, free_port
-from pitlane.worker_process import WorkerProcess
+from pitlane.worker_process import WorkerProcess, embedded_worker_env
 from wire import read_matching
 
 
@@ -42,8 +42,8 @@ def redis_client(embedded_stack: EmbeddedStack) -> Iterator[redis.Redis]:
 @pytest.fixture(scope="session")
 def worker(embedded_stack: EmbeddedStack) -> Iterator[WorkerProcess]:
     """One real `pitlane worker` process on the stack, shared by the session."""
-    env = worker_env(
-        embedded_stack, abandonment_window_s=str(ABANDONMENT_WINDOW_S), sweep_interval_s="0.2"
+    env = embedded_worker_env(
+        embedded_stack, abandonment_window_s=ABANDONMENT_WINDOW_S, sweep_interval_s=0.2
     )
     process = WorkerProcess(env, free_port(), embedded_stack.workdir / "worker.log")
     process.start()
@@ -79,14 +79,3 @@ def read_topic(
         return read_matching(embedded_stack.bootstrap_servers, topic, match, timeout_s)
 
     return read
-
-
-def worker_env(stack: EmbeddedStack, **settings: str) -> dict[str, str]:
-    """PITLANE_* settings that point a worker at `stack`, with short group timeouts."""
-    env = {
-        "PITLANE_BROKER": stack.broker_url,
-        "PITLANE_REDIS_URL": stack.redis_url,
-        "PITLANE_SESSION_TIMEOUT_S": "2",
-    }
-    env.update({f"PITLANE_{name.upper()}": value for name, value in settings.items()})
-    return env

@@ -17,7 +17,7 @@ import pytest
 from pitlane.replay import plan, replay
 from pitlane.simulate import Scenario, generate
 from pitlane.stack.embedded import EmbeddedStack, free_port
-from pitlane.worker_process import WorkerProcess
+from pitlane.worker_process import WorkerProcess, embedded_worker_env
 from wire import read_matching, wait_for
 
 pytestmark = pytest.mark.integration
@@ -43,14 +43,9 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _replay_once(recording: Path, log_dir: Path) -> list[dict[str, Any]]:
     recorded = plan([recording])
     with EmbeddedStack() as stack:
-        env = {
-            "PITLANE_BROKER": stack.broker_url,
-            "PITLANE_REDIS_URL": stack.redis_url,
-            "PITLANE_SESSION_TIMEOUT_S": "2",
-            "PITLANE_CLOCK": "event",
-            "PITLANE_ABANDONMENT_WINDOW_S": str(6 * 3600),
-            "PITLANE_SWEEP_INTERVAL_S": "0.2",
-        }
+        env = embedded_worker_env(
+            stack, clock="event", abandonment_window_s=6 * 3600, sweep_interval_s=0.2
+        )
         # As the docs tell teams to: the recording is in the topics before the worker
         # starts, so the event clock knows from its first batch which partitions hold
         # data and none can be overtaken by the others.
