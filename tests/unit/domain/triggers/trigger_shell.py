@@ -12,6 +12,7 @@ the same list to two shells to compare runs.
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
@@ -178,7 +179,12 @@ class Shell:
     ) -> Decisions:
         touched = list(touched)
         self._load(working, decision_keys(working, touched))
+        before = copy.deepcopy(working)
         decisions = decide(working, touched, self.clock, self.settings, self.event_clock)
+        for key in set(working) - decisions.changed:
+            # The worker caches what it read as unchanged: an unreported change would
+            # live on in its cache without ever reaching Redis.
+            assert working[key] == before[key], f"decide changed {key} without reporting it"
         for key in changed | decisions.changed:
             state = working[key]
             if state is None:
