@@ -147,6 +147,7 @@ def run_bench(
     ]
     latency = [
         measure_latency(
+            messages,
             topics,
             settings,
             config.workers,

@@ -1,24 +1,41 @@
 """Latency: from an event's `occurred_at` to its trigger on a campaign topic, at a set load.
 
-Every probe is a telematics reading that fires a service-due trigger at once: its car
-was linked beforehand to a fresh owner who consented to email, on a service plan the
-reading's odometer puts within `service_due_km` of its end. Owners and cars are
-prepared first and drained by the worker; then the readings are published at the
-offered rate, each stamped with the moment it is handed to the producer, and a plain
-consumer (partitions assigned, no group join) reads `campaign.service-due` and matches
-every trigger to its reading through `caused_by`. Latency therefore includes the
+The load is the benchmark's own mixed workload, published at a fraction of the rate
+the worker(s) drained it at; every `PROBE_EVERY`-th message in it is a probe whose
+trigger is timed. A probe is a telematics reading that fires a service-due trigger at
+once: its car was linked beforehand to a fresh owner who consented to email, on a
+service plan the reading's odometer puts within `service_due_km` of its end. Owners
+and cars are prepared first and drained by the worker; then the mix is published at
+the offered rate, each probe stamped with the moment it is handed to the producer, and
+a plain consumer (partitions assigned, no group join) reads `campaign.service-due` and
+matches every trigger to its probe through `caused_by`. Latency therefore includes the
 producer's linger, the broker, the worker's batch and both Redis round trips, the
 trigger's publication and the consumer's fetch: what a channel service would see.
+
+Probes are a small share of the load on purpose. Each one fires a trigger and touches
+two entities, several times the work of an average event, so a load made of probes
+alone would be far heavier than the workload whose peak sets the rate.
+
+The driver must not add latency of its own. kafka-python is pure Python, so a
+producer and a consumer in one process share one GIL: the consumer's fetches and
+timestamps waited for the producer, and on two vCPUs the producer could not keep the
+offered rate. The consumer therefore runs in a process of its own (`TriggerWatch`),
+and every probe is encoded before the clock starts, all but its `occurred_at`, which
+is filled in as it is sent.
 """
 
 from __future__ import annotations
 
-import threading
+import contextlib
+import multiprocessing
+import signal
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from multiprocessing.connection import Connection
+from typing import Any, Self
 
 import orjson
 from kafka import KafkaConsumer, TopicPartition
@@ -46,6 +63,13 @@ DRAIN_TIMEOUT_S = 30.0
 """How long triggers may still arrive after the last reading was sent."""
 FETCH_WAIT_MS = 10
 """The trigger consumer's longest fetch wait: about 6 ms added on tansu, 9 ms at p95."""
+PROBE_EVERY = 20
+"""One message in this many of the offered load is a timed probe (5 %)."""
+WATCH_START_TIMEOUT_S = 30.0
+"""How long the trigger consumer's process may take to start and poll once."""
+WATCH_STOP_TIMEOUT_S = 10.0
+"""How long it may take to stop when asked, and to answer once its wait is over, before
+it is killed or given up on."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +79,10 @@ class Latency:
     load_fraction: float
     offered_per_s: float
     achieved_per_s: float
+    offered: int
+    """Messages of the load sent, probes included."""
     sent: int
+    """Probes sent; `expected` probes were planned and `arrived` triggers came back."""
     expected: int
     arrived: int
     p50_ms: float | None
@@ -65,6 +92,7 @@ class Latency:
 
 
 def measure_latency(
+    background: Sequence[SimulatedMessage],
     topics: Topics,
     settings: Settings,
     workers: int,
@@ -75,12 +103,15 @@ def measure_latency(
     reporter: Reporter,
     timeout_s: float,
 ) -> Latency:
-    """Offer `load_fraction` of `peak_per_s` trigger-firing readings for `seconds`.
+    """Offer `load_fraction` of `peak_per_s` for `seconds`: `background`, with probes mixed in.
 
-    `peak_per_s` is the rate `workers` workers reached; the same number serve the load.
+    `peak_per_s` is the rate `workers` workers drained `background` at; the same number
+    serve the load. A load that needs more background than there is ends early.
     """
     rate = load_fraction * peak_per_s
-    count = max(1, round(rate * seconds))
+    wanted = max(PROBE_EVERY, round(rate * seconds))
+    count = max(1, min(wanted, len(background) * PROBE_EVERY // (PROBE_EVERY - 1)) // PROBE_EVERY)
+    total = count * PROBE_EVERY
     probes = [(f"LAT{index:07d}", f"LATVIN{index:011d}") for index in range(count)]
     with EmbeddedStack(topics) as stack:
         processes = start_workers(stack, workers, new_group("bench-latency"), batch_size)
@@ -101,17 +132,21 @@ def measure_latency(
                 "all owners and cars applied",
                 processes,
             )
-            odometer = PLAN_KM - settings.service_due_km / 2
+            readings = _encode_readings(probes, PLAN_KM - settings.service_due_km / 2)
             sent_at: dict[str, float] = {}
-            with _TriggerWatch(stack.bootstrap_servers, topics.topic("service_due")) as watch:
-                reporter.phase(f"offering {rate:,.0f} readings/s for {seconds:g} s", count)
+            with TriggerWatch(stack.bootstrap_servers, topics.topic("service_due")) as watch:
+                reporter.phase(
+                    f"offering {rate:,.0f} events/s for {total / rate:.3g} s, "
+                    f"{count:,} of them probes",
+                    total,
+                )
                 started = time.monotonic()
-                publish(
+                offered = publish(
                     stack.bootstrap_servers,
-                    _readings(probes, odometer, sent_at),
+                    _mixed(background, readings, sent_at),
                     on_sent=reporter.advance,
                     pace=rate,
-                )
+                ).total
                 sending_s = time.monotonic() - started
                 reporter.phase("waiting for the last triggers")
                 arrived = watch.wait_for(sent_at.keys(), DRAIN_TIMEOUT_S)
@@ -122,7 +157,8 @@ def measure_latency(
     return Latency(
         load_fraction=load_fraction,
         offered_per_s=round(rate, 1),
-        achieved_per_s=round(len(sent_at) / sending_s, 1),
+        achieved_per_s=round(offered / sending_s, 1),
+        offered=offered,
         sent=len(sent_at),
         expected=count,
         arrived=len(delays),
@@ -131,6 +167,21 @@ def measure_latency(
         p99_ms=None if spread is None else round(spread.p99, 1),
         max_ms=None if spread is None else round(spread.max, 1),
     )
+
+
+def _mixed(
+    background: Sequence[SimulatedMessage],
+    readings: list[_EncodedReading],
+    sent_at: dict[str, float],
+) -> Iterator[SimulatedMessage]:
+    """The background in order with a stamped probe in place of every `PROBE_EVERY`-th."""
+    probes = _stamped(readings, sent_at)
+    others = iter(background)
+    for index in range(len(readings) * PROBE_EVERY):
+        if index % PROBE_EVERY == PROBE_EVERY - 1:
+            yield next(probes)
+        else:
+            yield next(others)
 
 
 def _stamp(epoch_s: float) -> str:
@@ -173,79 +224,170 @@ def _owners(probes: list[tuple[str, str]]) -> Iterator[SimulatedMessage]:
         )
 
 
-def _readings(
-    probes: list[tuple[str, str]], odometer_km: float, sent_at: dict[str, float]
-) -> Iterator[SimulatedMessage]:
-    """One due reading per car, stamped (and remembered) as it is handed to the producer."""
+@dataclass(frozen=True, slots=True)
+class _EncodedReading:
+    """A probe's reading as JSON, split where its `occurred_at` goes."""
+
+    event_id: str
+    key: bytes
+    head: bytes
+    tail: bytes
+
+
+_UNSTAMPED = "0000-00-00T00:00:00.000Z"
+"""Stands in for `occurred_at` while a reading is encoded; the JSON is split around it."""
+
+
+def _encode_readings(probes: list[tuple[str, str]], odometer_km: float) -> list[_EncodedReading]:
+    """One due reading per car, encoded now so that sending one costs only its stamp."""
+    encoded: list[_EncodedReading] = []
     for _, vin in probes:
+        event_id = str(uuid.uuid4())
+        body = {
+            "event_id": event_id,
+            "type": "telematics.reading",
+            "occurred_at": _UNSTAMPED,
+            "vin": vin,
+            "odometer_km": odometer_km,
+        }
+        head, _, tail = orjson.dumps(body).partition(_UNSTAMPED.encode())
+        encoded.append(_EncodedReading(event_id, vin.encode(), head, tail))
+    return encoded
+
+
+def _stamped(
+    readings: list[_EncodedReading], sent_at: dict[str, float]
+) -> Iterator[SimulatedMessage]:
+    """Each reading, stamped (and remembered) as it is handed to the producer."""
+    for reading in readings:
         # Whole milliseconds, as the wire format carries them.
         now = round(time.time(), 3)
-        event_id = str(uuid.uuid4())
-        sent_at[event_id] = now
-        yield _event(
-            "telematics.events",
-            vin,
-            {
-                "event_id": event_id,
-                "type": "telematics.reading",
-                "occurred_at": _stamp(now),
-                "vin": vin,
-                "odometer_km": odometer_km,
-            },
-        )
+        sent_at[reading.event_id] = now
+        value = reading.head + _stamp(now).encode() + reading.tail
+        yield SimulatedMessage("telematics.events", reading.key, value)
 
 
-class _TriggerWatch:
-    """Reads a campaign topic in a thread and notes when each trigger arrived."""
+class TriggerWatch:
+    """Reads a campaign topic in a process of its own and notes when each trigger arrived.
+
+    Entering starts the process and returns once its consumer has polled, so nothing
+    sent afterwards waits for a connection; leaving stops it in every case (killed if
+    it does not stop in time). Arrival times are the watcher's `time.time()` when a
+    fetch returned, comparable with the driver's wall clock on the same machine.
+    """
 
     def __init__(self, bootstrap_servers: list[str], topic: str) -> None:
-        self._consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap_servers,
-            enable_auto_commit=False,
-            # tansu answers a fetch when its wait runs out rather than when data comes,
-            # so the wait is what this consumer adds to every trigger's latency.
-            fetch_max_wait_ms=FETCH_WAIT_MS,
+        spawn = multiprocessing.get_context("spawn")
+        self._connection, self._child_end = spawn.Pipe()
+        self._process = spawn.Process(
+            target=_watch,
+            args=(bootstrap_servers, topic, self._child_end),
+            name="trigger-watch",
+            daemon=True,
         )
-        partitions = self._consumer.partitions_for_topic(topic) or set()
-        self._partitions = [TopicPartition(topic, p) for p in sorted(partitions)]
-        self._arrived: dict[str, float] = {}
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._polling = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="trigger-watch", daemon=True)
 
-    def __enter__(self) -> _TriggerWatch:
-        self._consumer.assign(self._partitions)
-        self._consumer.seek_to_beginning(*self._partitions)
-        self._thread.start()
-        if not self._polling.wait(30):
-            raise TimeoutError("the trigger consumer did not start polling")
+    def __enter__(self) -> Self:
+        try:
+            self._process.start()
+            # Once only the watcher holds its end, its exit reads here as end of file.
+            self._child_end.close()
+            if not self._connection.poll(WATCH_START_TIMEOUT_S):
+                raise TimeoutError("the trigger consumer did not start polling")
+            self._answer("start polling")
+        except BaseException:
+            self._stop()
+            raise
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-        self._consumer.close()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            batches = self._consumer.poll(timeout_ms=100)
-            received = time.time()
-            self._polling.set()
-            with self._lock:
-                for records in batches.values():
-                    for record in records:
-                        for event_id in orjson.loads(record.value)["caused_by"]:
-                            self._arrived.setdefault(event_id, received)
+        self._stop()
 
     def wait_for(self, expected: Iterable[str], timeout_s: float) -> dict[str, float]:
-        """Arrival times of the triggers `expected` events caused, once all came or time is up."""
-        wanted = set(expected)
+        """Arrival times of the triggers `expected` events caused, once all came or time is up.
+
+        The watcher ends when it has answered, so this is asked once.
+        """
+        self._connection.send((list(expected), timeout_s))
+        if not self._connection.poll(timeout_s + WATCH_STOP_TIMEOUT_S):
+            raise TimeoutError("the trigger consumer did not report its arrivals")
+        arrived: dict[str, float] = self._answer("report its arrivals")
+        return arrived
+
+    def _answer(self, what: str) -> Any:
+        try:
+            return self._connection.recv()
+        except EOFError:
+            self._process.join(WATCH_STOP_TIMEOUT_S)
+            code = self._process.exitcode
+            raise RuntimeError(
+                f"the trigger consumer exited (code {code}) before it could {what}; "
+                "its traceback is on stderr"
+            ) from None
+
+    def _stop(self) -> None:
+        if self._process.is_alive():
+            # It may have ended since: then there is nobody to read the request.
+            with contextlib.suppress(OSError):
+                self._connection.send(None)
+            self._process.join(WATCH_STOP_TIMEOUT_S)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+        self._connection.close()
+
+
+def _watch(bootstrap_servers: list[str], topic: str, driver: Connection) -> None:
+    """The watcher process: poll, note arrivals, and answer `TriggerWatch` through `driver`.
+
+    It says once that it polls, then waits for a request: None (stop) or the expected
+    event ids and a timeout, which it answers with their arrival times before it ends.
+    It also ends when the driver is gone (end of file on `driver`).
+    """
+    # Ctrl-C reaches the whole process group; the driver stops this process itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        enable_auto_commit=False,
+        # tansu answers a fetch when its wait runs out rather than when data comes,
+        # so the wait is what this consumer adds to every trigger's latency.
+        fetch_max_wait_ms=FETCH_WAIT_MS,
+    )
+    try:
+        found = consumer.partitions_for_topic(topic)
+        if not found:
+            raise ValueError(f"topic {topic!r} has no partitions")
+        partitions = [TopicPartition(topic, p) for p in sorted(found)]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        arrived: dict[str, float] = {}
+        _note_arrivals(consumer, arrived)
+        driver.send("polling")
+        while not driver.poll():
+            _note_arrivals(consumer, arrived)
+        request = driver.recv()
+        if request is None:
+            return
+        expected, timeout_s = request
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            with self._lock:
-                if wanted <= self._arrived.keys():
-                    break
-            time.sleep(0.05)
-        with self._lock:
-            return {event: at for event, at in self._arrived.items() if event in wanted}
+        missing = set(expected) - arrived.keys()
+        while missing and time.monotonic() < deadline:
+            missing -= _note_arrivals(consumer, arrived)
+        driver.send({event: arrived[event] for event in expected if event in arrived})
+    except (EOFError, BrokenPipeError):
+        return
+    finally:
+        consumer.close()
+
+
+def _note_arrivals(consumer: KafkaConsumer, arrived: dict[str, float]) -> set[str]:
+    """Poll once and note when each event's first trigger came; returns those events."""
+    batches = consumer.poll(timeout_ms=100)
+    received = time.time()
+    new: set[str] = set()
+    for records in batches.values():
+        for record in records:
+            for event_id in orjson.loads(record.value)["caused_by"]:
+                if event_id not in arrived:
+                    arrived[event_id] = received
+                    new.add(event_id)
+    return new

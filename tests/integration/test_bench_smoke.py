@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from pitlane.bench_latency import PROBE_EVERY
+
 pytestmark = pytest.mark.integration
 
 EVENTS = 3_000
@@ -60,6 +62,7 @@ def test_bench_reports_every_documented_figure(tmp_path: Path) -> None:
     [latency] = report["latency"]
     assert latency["expected"] > 0
     assert latency["sent"] == latency["expected"]
+    assert latency["offered"] == latency["expected"] * PROBE_EVERY  # probes ride on the mix
     assert latency["arrived"] == latency["expected"]
     assert 0 < latency["p50_ms"] <= latency["p95_ms"] <= latency["p99_ms"] <= latency["max_ms"]
 

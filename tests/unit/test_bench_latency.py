@@ -1,0 +1,46 @@
+"""The latency probe's readings are encoded before the clock starts and stamped as sent;
+what goes on the wire must still be the contract event, stamped when it was sent, mixed
+into the background load at the documented share."""
+
+from __future__ import annotations
+
+import time
+
+from pitlane.bench_latency import PROBE_EVERY, _encode_readings, _mixed, _stamped
+from pitlane.domain.events import TelematicsReading, decode_event
+from pitlane.simulate import SimulatedMessage
+
+
+def test_a_stamped_reading_is_a_contract_reading_stamped_when_sent() -> None:
+    probes = [(f"C{n}", f"LATVIN{n:011d}") for n in range(3)]
+    sent_at: dict[str, float] = {}
+
+    before = time.time()
+    messages = list(_stamped(_encode_readings(probes, 14_250.0), sent_at))
+    after = time.time()
+
+    assert [m.key for m in messages] == [vin.encode() for _, vin in probes]
+    readings = [decode_event(m.value, m.topic) for m in messages]
+    assert all(isinstance(r, TelematicsReading) for r in readings)
+    assert [r.vin for r in readings if isinstance(r, TelematicsReading)] == [v for _, v in probes]
+    assert [r.event_id for r in readings] == list(sent_at)
+    assert len(set(sent_at)) == len(probes)
+    for reading in readings:
+        stamp = reading.occurred_at.timestamp()
+        assert stamp == sent_at[reading.event_id]
+        assert before - 0.001 <= stamp <= after + 0.001
+
+
+def test_the_mix_puts_a_probe_in_place_of_every_twentieth_message() -> None:
+    background = [SimulatedMessage("identity.events", b"C", b"%d" % n) for n in range(60)]
+    readings = _encode_readings([(f"C{n}", f"LATVIN{n:011d}") for n in range(3)], 14_250.0)
+    sent_at: dict[str, float] = {}
+
+    mixed = list(_mixed(background, readings, sent_at))
+
+    assert len(mixed) == 3 * PROBE_EVERY
+    probes = [i for i, m in enumerate(mixed) if m.topic == "telematics.events"]
+    assert probes == [PROBE_EVERY - 1, 2 * PROBE_EVERY - 1, 3 * PROBE_EVERY - 1]
+    others = [m for m in mixed if m.topic != "telematics.events"]
+    assert others == background[: 3 * (PROBE_EVERY - 1)]  # in order, none repeated
+    assert len(sent_at) == 3
