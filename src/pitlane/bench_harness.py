@@ -160,6 +160,14 @@ def cpu_seconds(process_id: int) -> float:
     return (utime + stime + cutime + cstime) / _CLOCK_TICKS
 
 
+def peak_rss_mib(process_id: int) -> float:
+    """The most resident memory a process has had (VmHWM), in MiB, from /proc."""
+    for line in Path(f"/proc/{process_id}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/{process_id}/status has no VmHWM line")
+
+
 @dataclass(frozen=True)
 class Percentiles:
     """Nearest-rank percentiles of a sample, in the sample's unit."""

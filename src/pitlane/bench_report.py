@@ -115,6 +115,7 @@ def _throughput_table(report: BenchReport) -> Table:
         "events/s",
         "CPU s/100k",
         "Redis CPU s/100k",
+        "worker peak RSS MiB",
         "vs pitlane",
         title=(
             f"throughput: {report.workload['events']:,} events, "
@@ -136,6 +137,7 @@ def _throughput_table(report: BenchReport) -> Table:
             f"{run.events_per_s:,.0f}",
             f"{run.cpu_s_per_100k:.1f}",
             "-" if run.redis_cpu_s_per_100k is None else f"{run.redis_cpu_s_per_100k:.1f}",
+            "-" if run.worker_peak_rss_mib is None else f"{run.worker_peak_rss_mib:,.0f}",
             "-" if run.ratio_to_pitlane is None else f"{run.ratio_to_pitlane:.2f}x",
         )
     return table

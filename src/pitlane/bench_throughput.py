@@ -33,6 +33,7 @@ from pitlane.bench_harness import (
     input_partitions,
     new_group,
     owned_partitions,
+    peak_rss_mib,
     percentiles,
     preload,
     start_workers,
@@ -57,7 +58,8 @@ class Throughput:
     `consumed` counts every record the pipeline took off Kafka, `events` those
     inside the measured window, `cpu_s` the CPU its process(es) spent in that window.
     `ratio_to_pitlane` is this pipeline's rate over pitlane's (peers only);
-    `redis_cpu_s_per_100k` what redis-server spent on them (pitlane only).
+    `redis_cpu_s_per_100k` what redis-server spent on them, `worker_peak_rss_mib` the
+    largest peak resident memory of a worker (pitlane only: it holds the state cache).
     """
 
     pipeline: str
@@ -73,6 +75,7 @@ class Throughput:
     conflicts: int | None = None
     triggers: dict[str, int] = field(default_factory=dict)
     ratio_to_pitlane: float | None = None
+    worker_peak_rss_mib: float | None = None
     redis_cpu_s_per_100k: float | None = None
 
 
@@ -181,6 +184,7 @@ def _drain(
             if done >= total:
                 ended_at, cpu = now, _cpu(workers) - window.cpu_before
                 redis_cpu = cpu_seconds(redis_pid) - window.redis_cpu_before
+                peak_rss = max(peak_rss_mib(w.pid) for w in workers if w.pid is not None)
                 break
         if now > deadline:
             tails = "\n".join(f"{w.log_path}:\n{w.log_tail()}" for w in workers)
@@ -212,6 +216,7 @@ def _drain(
         batches=sum(s["batches"] for s in stats),
         conflicts=sum(s["conflicts"] for s in stats),
         triggers=dict(triggers),
+        worker_peak_rss_mib=round(peak_rss, 1),
     )
 
 

@@ -21,7 +21,6 @@ import orjson
 from redis.exceptions import RedisError
 
 from pitlane.adapters.redis_store import Loaded, RedisStore, VersionConflict, Write
-from pitlane.adapters.state_cache import StateCache
 from pitlane.domain.apply import apply
 from pitlane.domain.decide import Decisions, decide, decision_keys
 from pitlane.domain.entities import EntityKey, erased_marker
@@ -120,7 +119,6 @@ class BatchHandler:
         self._pending: dict[tuple[str, int, int], tuple[float, str, InputEvent, RawRecord]] = {}
         self._routes: dict[str, list[EntityKey]] = {}
         # First-round keys of the events in hand, so routing runs once per event.
-        self.cache = StateCache(settings.state_cache_entries)
 
     async def handle(self, records: Sequence[RawRecord], now: datetime) -> BatchResult:
         """Apply `records` (in order per partition) and publish what they produce.
@@ -275,7 +273,7 @@ class BatchHandler:
         result: BatchResult,
         marks: dict[str, float],
     ) -> None:
-        tx = _Transaction(self._store, self.cache)
+        tx = _Transaction(self._store)
         await tx.load([*due, *(k for e in events for k in self._first_keys(e))])
         # Some events name more entities once their first ones are loaded (a visitor's
         # customer, a car's previous owner), and deciding about a car needs its owner:
@@ -334,7 +332,6 @@ class BatchHandler:
             decisions.deadlines,
             marks,
         )
-        tx.commit()
         result.duplicates += duplicates
         result.notes.update(notes)
         result.triggers.update(t.type for t in decisions.triggers)
@@ -372,15 +369,10 @@ class BatchHandler:
 
 
 class _Transaction:
-    """The batch-local copy of every entity a batch reads, with the versions read.
+    """The batch-local copy of every entity a batch reads, with the versions read."""
 
-    Entities come out of the worker's cache when Redis confirms the cached version, and
-    go back into it, at the version now stored, only once the batch's write succeeded.
-    """
-
-    def __init__(self, store: RedisStore, cache: StateCache) -> None:
+    def __init__(self, store: RedisStore) -> None:
         self._store = store
-        self._cache = cache
         self.versions: dict[EntityKey, int] = {}
         self.working: dict[EntityKey, State | None] = {}
         self.changed: set[EntityKey] = set()
@@ -388,19 +380,10 @@ class _Transaction:
     async def load(self, keys: Iterable[EntityKey]) -> None:
         """Read the keys not read yet, in one round trip."""
         missing = list(dict.fromkeys(k for k in keys if k not in self.versions))
-        loaded: dict[EntityKey, Loaded] = await self._store.load(missing, self._cache)
+        loaded: dict[EntityKey, Loaded] = await self._store.load(missing)
         for key, entity in loaded.items():
             self.versions[key] = entity.version
             self.working[key] = entity.state
-
-    def commit(self) -> None:
-        """The write went through: cache every entity as Redis now holds it."""
-        for key, version in self.versions.items():
-            if key in self.changed:
-                state = self.working[key]
-                self._cache.put(key, version + 1 if state is not None else 0, state)
-            else:
-                self._cache.put(key, version, self.working[key])
 
 
 def _decidable(key: EntityKey) -> bool:

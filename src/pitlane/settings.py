@@ -69,12 +69,6 @@ class Settings(BaseSettings):
         1.0, gt=0, description="How often a worker fires due deadlines."
     )
     timer_shards: int = Field(16, gt=0, description="Deadline index shards (sorted sets) in Redis.")
-    state_cache_entries: int = Field(
-        50_000,
-        ge=0,
-        description="Entity states a worker keeps decoded between batches (0: none); "
-        "each is checked against Redis before use.",
-    )
 
     # State.
     sessions_kept: int = Field(

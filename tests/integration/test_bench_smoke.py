@@ -50,6 +50,7 @@ def test_bench_reports_every_documented_figure(tmp_path: Path) -> None:
     assert 0 < pitlane["events"] <= EVENTS
     assert pitlane["events_per_s"] > 0
     assert pitlane["cpu_s_per_100k"] >= 0
+    assert pitlane["worker_peak_rss_mib"] > 0
     assert pitlane["batches"] > 0
     assert pitlane["batch_size"] == 50
 

@@ -21,7 +21,6 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection
 from redis.exceptions import DataError
 
-from pitlane.adapters.state_cache import StateCache
 from pitlane.domain.entities import EntityKey
 from pitlane.domain.profile import State
 
@@ -86,23 +85,6 @@ for _, pair in ipairs(split(ARGV[8], '\\31')) do
   end
 end
 return {}
-"""
-
-# KEYS: entities. ARGV[i]: the version of KEYS[i] the caller holds ('' = none). Returns
-# per key 1 when it is still at that version (the caller's copy is current), else the
-# value (nil when absent), so an unchanged entity costs neither transfer nor decoding.
-_LOAD_CHANGED = """
-local out = {}
-for i, key in ipairs(KEYS) do
-  local value = redis.call('GET', key)
-  local held = ARGV[i]
-  if value and held ~= '' and string.sub(value, 1, #held + 1) == held .. '|' then
-    out[i] = 1
-  else
-    out[i] = value or false
-  end
-end
-return out
 """
 
 # KEYS[1]: a timer shard. ARGV: now, lease s, limit. Takes the due members and pushes
@@ -218,7 +200,6 @@ class RedisStore:
         self._redis: aioredis.Redis | None = None
         self._cas: Any = None
         self._claim: Any = None
-        self._load_changed: Any = None
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -243,7 +224,6 @@ class RedisStore:
         )
         self._cas = self._redis.register_script(_COMPARE_AND_SET)
         self._claim = self._redis.register_script(_CLAIM_DUE)
-        self._load_changed = self._redis.register_script(_LOAD_CHANGED)
         await self._redis.ping()
 
     async def close(self) -> None:
@@ -252,27 +232,11 @@ class RedisStore:
             await self._redis.aclose()
             self._redis = None
 
-    async def load(
-        self, keys: Sequence[EntityKey], cache: StateCache | None = None
-    ) -> dict[EntityKey, Loaded]:
-        """Every entity in `keys`, in one round trip.
-
-        Entities held in `cache` are taken from it and come back as the cached object
-        when Redis still has the cached version; only the others are transferred and
-        decoded.
-        """
+    async def load(self, keys: Sequence[EntityKey]) -> dict[EntityKey, Loaded]:
+        """Every entity in `keys`, in one round trip."""
         if not keys:
             return {}
-        names = [redis_key(k) for k in keys]
-        held = [cache.take(k) for k in keys] if cache is not None else []
-        if any(entry is not None for entry in held):
-            versions = [b"" if entry is None else entry[0] for entry in held]
-            raws = await self._load_changed(keys=names, args=versions)
-            return {
-                key: Loaded(*entry) if raw == 1 and entry is not None else decode(raw)
-                for key, raw, entry in zip(keys, raws, held, strict=True)
-            }
-        raws = await self.redis.mget(names)
+        raws = await self.redis.mget([redis_key(k) for k in keys])
         return {key: decode(raw) for key, raw in zip(keys, raws, strict=True)}
 
     async def write(

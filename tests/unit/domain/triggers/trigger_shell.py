@@ -182,8 +182,8 @@ class Shell:
         before = copy.deepcopy(working)
         decisions = decide(working, touched, self.clock, self.settings, self.event_clock)
         for key in set(working) - decisions.changed:
-            # The worker caches what it read as unchanged: an unreported change would
-            # live on in its cache without ever reaching Redis.
+            # The worker writes back only what apply and decide report changed: an
+            # unreported change would be lost.
             assert working[key] == before[key], f"decide changed {key} without reporting it"
         for key in changed | decisions.changed:
             state = working[key]
