@@ -88,7 +88,9 @@ def _latency_vs_load(report: BenchReport) -> Figure:
                 ha="right",
                 fontsize=8,
             )
-    axes.set_xlabel(f"offered readings/s (peak {report.pitlane.events_per_s:,.0f} events/s)")
+    axes.set_xlabel(
+        f"offered events/s, 5 % of them probes (peak {report.pitlane.events_per_s:,.0f} events/s)"
+    )
     axes.set_ylabel("occurred_at to trigger received, ms")
     axes.set_ylim(bottom=0)
     axes.grid(True, alpha=0.3)

@@ -3,10 +3,11 @@
 A batch allocates hundreds of thousands of objects (decoded events, states, trigger
 messages) that reference counting frees when the batch ends. CPython's collector,
 left automatic, runs every few thousand allocations and so scans each batch's live
-objects many times over: measured on the batch handler, about 8 % of the worker's CPU
-at a threshold of 10,000 and far more at the default of 700. Collecting the young
+objects many times over: measured with `gc.callbacks` on the batch handler, 0.5 CPU s
+per 100,000 events (about 8 % of the worker) at a threshold of 10,000, far more at the
+default of 700, against 0.04 s collecting after each batch. Collecting the young
 generation right after a batch finds almost nothing alive, which makes it cheap; the
-survivors (the state cache, connections) are then frozen so that no later
+survivors (connections, buffers, what faust keeps) are then frozen so that no later
 collection scans them again. Only reference cycles can outlive a batch unnoticed
 once frozen, so a full collection over everything runs every `full_every_s`.
 """
@@ -18,8 +19,8 @@ import time
 from collections.abc import Callable
 
 FULL_COLLECTION_EVERY_S = 300.0
-"""How often frozen objects are collected too: a pause of about 0.1 s per 50,000
-cached states, for reference cycles only, which the hot path does not create."""
+"""How often frozen objects are collected too, for reference cycles only (the hot path
+creates none): one pause as long as a scan of everything the worker holds."""
 
 
 class BatchCollector:
