@@ -59,7 +59,7 @@ class Throughput:
     inside the measured window, `cpu_s` the CPU its process(es) spent in that window.
     `ratio_to_pitlane` is this pipeline's rate over pitlane's (peers only);
     `redis_cpu_s_per_100k` what redis-server spent on them, `worker_peak_rss_mib` the
-    largest peak resident memory of a worker (pitlane only: it holds the state cache).
+    largest peak resident memory of a worker (pitlane only).
     """
 
     pipeline: str

@@ -108,6 +108,7 @@ class BatchConsumer:
         self._clock = clock
         self._lock = asyncio.Lock()
         self._event_clock = settings.clock == "event"
+        self._collector = BatchCollector()
         self.assigned: set[TopicPartition] = set()
 
     def _consumer(self) -> AIOKafkaConsumer:
@@ -128,10 +129,9 @@ class BatchConsumer:
 
     async def run(self) -> None:
         """Consume, apply and commit until cancelled; infrastructure errors are retried."""
-        collector = BatchCollector()
-        collector.start()
         consumer = self._consumer()
         await consumer.start()
+        self._collector.start()
         try:
             consumer.subscribe(self._topics, listener=_FinishBatchFirst(self._lock, self._handler))
             while True:
@@ -146,7 +146,7 @@ class BatchConsumer:
                     self.assigned = assignment
                     await self._announce_partitions(consumer)
                 if not batches:
-                    collector.after_batch()
+                    self._collector.after_batch()
                     continue
                 async with self._lock:
                     records = [r for part in batches.values() for r in part]
@@ -161,10 +161,10 @@ class BatchConsumer:
                             for (topic, partition), offset in safe.items()
                         }
                     )
-                collector.after_batch()
+                self._collector.after_batch()
         finally:
+            self._collector.stop()
             await consumer.stop()
-            collector.stop()
 
     async def _announce_partitions(self, consumer: AIOKafkaConsumer) -> None:
         """Tell the handler which input partitions hold data (for the event clock)."""
@@ -182,6 +182,8 @@ class BatchConsumer:
         """Apply a batch, waiting out Redis or Kafka outages rather than skipping it."""
         attempt = 0
         while True:
+            if attempt:
+                self._collector.after_batch()  # a long outage must not pile up garbage
             try:
                 result = await self._handler.handle(records, self._clock())
             except asyncio.CancelledError:
