@@ -124,6 +124,10 @@ def _throughput_table(report: BenchReport) -> Table:
         ),
     )
     rows: list[tuple[str, Throughput]] = [("", report.pitlane)]
+    if len(report.repeats) > 1:
+        rows += [
+            (f"run {n} of {len(report.repeats)}", run) for n, run in enumerate(report.repeats, 1)
+        ]
     rows += [("peer", peer) for peer in report.peers]
     rows += [("batch sweep", point) for point in report.sweep]
     for section, run in rows:

@@ -76,6 +76,9 @@ def bench(
         int, typer.Option(min=1, help="PITLANE_BATCH_MAX_RECORDS of the workers.")
     ] = 500,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes in the group.")] = 1,
+    repeat: Annotated[
+        int, typer.Option(min=1, help="Measure pitlane this many times; the median run counts.")
+    ] = 1,
     peers: Annotated[bool, typer.Option(help="Also run benchmarks/peers/ pipelines.")] = False,
     sweep_batch_sizes: Annotated[
         str, typer.Option(help="Comma-separated batch sizes to sweep, e.g. 50,100,500.")
@@ -109,6 +112,7 @@ def bench(
             seed=seed,
             batch_size=batch_size,
             workers=workers,
+            repeat=repeat,
             peers=peers,
             sweep_batch_sizes=tuple(int(v) for v in sweep_batch_sizes.split(",") if v.strip()),
             latency_loads=tuple(float(v) for v in latency_loads.split(",") if v.strip()),

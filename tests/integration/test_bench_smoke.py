@@ -27,6 +27,7 @@ def test_bench_reports_every_documented_figure(tmp_path: Path) -> None:
         "--customers", "400",
         "--vehicles", "160",
         "--batch-size", "50",
+        "--repeat", "2",
         "--latency-loads", "0.1",
         "--latency-seconds", "1",
         "--profile",
@@ -39,7 +40,7 @@ def test_bench_reports_every_documented_figure(tmp_path: Path) -> None:
     report = json.loads(done.stdout)
 
     assert set(report) == {
-        "started_at", "machine", "config", "workload", "pitlane", "redis",
+        "started_at", "machine", "config", "workload", "pitlane", "repeats", "redis",
         "peers", "sweep", "latency", "profile",
     }  # fmt: skip
     assert report["workload"]["events"] == EVENTS
@@ -53,6 +54,9 @@ def test_bench_reports_every_documented_figure(tmp_path: Path) -> None:
     assert pitlane["worker_peak_rss_mib"] > 0
     assert pitlane["batches"] > 0
     assert pitlane["batch_size"] == 50
+    assert len(report["repeats"]) == 2
+    assert all(run["consumed"] == EVENTS for run in report["repeats"])
+    assert pitlane == min(report["repeats"], key=lambda run: run["events_per_s"])  # the median
 
     redis = report["redis"]
     assert redis["kinds"]["customer"]["keys"] > 0
