@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import cProfile
-import gc
 import logging
 import re
 import time
@@ -25,6 +24,7 @@ from pydantic import SecretStr
 from pitlane.adapters.redis_store import RedisStore
 from pitlane.bench_harness import Reporter
 from pitlane.ingest import BatchHandler, OutMessage
+from pitlane.runtime.collector import BatchCollector
 from pitlane.settings import Settings
 from pitlane.simulate import SimulatedMessage
 from pitlane.stack.embedded import EmbeddedStack
@@ -111,10 +111,6 @@ def profile_handler(
 ) -> HandlerProfile:
     """Apply `messages` twice through a BatchHandler: once timed, once under cProfile."""
     records = [_Record(m.topic, 0, offset, m.key, m.value) for offset, m in enumerate(messages)]
-    # The driver holds every preloaded message; frozen, they cost the collector nothing,
-    # as they would in a worker that never had them.
-    gc.collect()
-    gc.freeze()
     # A worker writes the handler's log lines to its log; here they would flood the
     # terminal. A handler that drops them keeps the cost of making them.
     quiet = logging.NullHandler()
@@ -123,7 +119,6 @@ def profile_handler(
         return _profile(records, topics, settings, batch_size, reporter)
     finally:
         logging.getLogger("pitlane").removeHandler(quiet)
-        gc.unfreeze()
 
 
 def _profile(
@@ -181,15 +176,21 @@ async def _apply(
     """Wall and CPU seconds of handling every record, `batch_size` at a time."""
     store = RedisStore(settings.redis_url.get_secret_value(), settings.timer_shards)
     await store.start()
+    # The worker's collector policy, so the rate here compares with a worker's; starting
+    # it also freezes the preloaded messages, which a worker would not hold.
+    collector = BatchCollector()
+    collector.start()
     try:
         handler = BatchHandler(settings, store, _Discard(), topics)
         wall, cpu = time.perf_counter(), time.process_time()
         for start in range(0, len(records), batch_size):
             batch = records[start : start + batch_size]
             await handler.handle(batch, datetime.now(UTC))
+            collector.after_batch()
             reporter.advance(len(batch))
         return time.perf_counter() - wall, time.process_time() - cpu
     finally:
+        collector.stop()
         await store.close()
 
 
