@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-import hiredis
 import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection
-from redis.exceptions import DataError
+from redis.connection import HiredisRespSerializer
 
 from pitlane.domain.entities import EntityKey
 from pitlane.domain.profile import State
@@ -132,18 +131,14 @@ class HiredisPackingConnection(Connection):
 
     redis-py's asyncio client packs every argument in Python, about a microsecond
     each; a batch sends thousands (its keys, twice), which made packing the largest
-    part of the client's cost. hiredis's packer produces the same bytes.
+    part of the client's cost. The sync client's hiredis packer produces the same bytes.
     """
 
+    _packer = HiredisRespSerializer()
+
     def pack_command(self, *args: Any) -> list[bytes]:
-        if isinstance(args[0], str):
-            args = (*args[0].encode().split(), *args[1:])
-        elif b" " in args[0]:
-            args = (*args[0].split(), *args[1:])
-        try:
-            return [hiredis.pack_command(args)]
-        except TypeError as error:
-            raise DataError(str(error)) from None
+        packed: list[bytes] = self._packer.pack(*args)
+        return packed
 
 
 @dataclass(frozen=True, slots=True)
