@@ -23,11 +23,11 @@ from redis.exceptions import RedisError
 from pitlane.adapters.redis_store import Loaded, RedisStore, VersionConflict, Write
 from pitlane.domain.apply import apply
 from pitlane.domain.decide import Decisions, decide, decision_keys
-from pitlane.domain.entities import EntityKey, erased_marker
+from pitlane.domain.entities import EntityKey
 from pitlane.domain.events import InputEvent, InvalidEvent, decode_event
 from pitlane.domain.outputs import dead_letter
 from pitlane.domain.profile import State
-from pitlane.domain.routing import STATE_DEPENDENT_ROUTES, Unroutable, keys_for
+from pitlane.domain.routing import STATE_DEPENDENT_ROUTES, Unroutable, customer_keys, keys_for
 from pitlane.settings import Settings
 from pitlane.topics import Topics
 
@@ -278,7 +278,6 @@ class BatchHandler:
         # Some events name more entities once their first ones are loaded (a visitor's
         # customer, a car's previous owner), and deciding about a car needs its owner:
         # one more round trip covers the batch.
-        owners = decision_keys(tx.working, [k for k in tx.versions if k.kind == "vehicle"])
         await tx.load(
             [
                 *(
@@ -287,8 +286,7 @@ class BatchHandler:
                     if e.type in STATE_DEPENDENT_ROUTES
                     for k in keys_for(e, tx.working, self._salt)
                 ),
-                *owners,
-                *(erased_marker(k.id, self._salt) for k in owners),
+                *self._owners(tx.working, [k for k in tx.versions if k.kind == "vehicle"]),
             ]
         )
         decisions = Decisions()
@@ -343,9 +341,16 @@ class BatchHandler:
             keys = self._routes[event.event_id] = keys_for(event, {}, self._salt)
         return keys
 
+    def _owners(
+        self, working: dict[EntityKey, State | None], keys: list[EntityKey]
+    ) -> list[EntityKey]:
+        """The profiles, with their erasure tombstones, that deciding about `keys` reads."""
+        return [
+            k for owner in decision_keys(working, keys) for k in customer_keys(owner.id, self._salt)
+        ]
+
     async def _decide(self, tx: _Transaction, keys: list[EntityKey], at: float) -> Decisions:
-        owners = decision_keys(tx.working, keys)
-        await tx.load([*owners, *(erased_marker(k.id, self._salt) for k in owners)])
+        await tx.load(self._owners(tx.working, keys))
         decisions = decide(tx.working, keys, at, self._settings, self._event_clock)
         tx.changed |= decisions.changed
         return decisions
