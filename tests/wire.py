@@ -33,6 +33,22 @@ def event(kind: str, **fields: Any) -> dict[str, Any]:
     }
 
 
+def option_click(customer: str, code: str, **fields: Any) -> dict[str, Any]:
+    """An option click of `customer` in session S1 on an ID4-PRO accessory; `fields`
+    override any of that (session, model, category, time)."""
+    return event(
+        "configurator.option_selected",
+        **{
+            "customer_id": customer,
+            "session_id": "S1",
+            "model_code": "ID4-PRO",
+            "category": "accessory",
+            "option_code": code,
+            **fields,
+        },
+    )
+
+
 def unique(prefix: str) -> str:
     """A fresh identifier, so tests sharing one stack never see each other's data."""
     return f"{prefix}-{uuid.uuid4().hex[:10]}"

@@ -18,7 +18,7 @@ from kafka import KafkaProducer
 
 from pitlane.stack.embedded import EmbeddedStack, find_redis_server, free_port
 from pitlane.worker_process import WorkerProcess, embedded_worker_env
-from wire import customer_key, event, read_matching, stored, unique, wait_for
+from wire import customer_key, event, option_click, read_matching, stored, unique, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -53,17 +53,7 @@ def _send(producer: KafkaProducer, topic: str, key: str, value: dict[str, object
 
 
 def _clicks(customer: str, session: str, count: int) -> list[dict[str, object]]:
-    return [
-        event(
-            "configurator.option_selected",
-            customer_id=customer,
-            session_id=session,
-            model_code="ID4-PRO",
-            category="accessory",
-            option_code=f"ACC-{i}",
-        )
-        for i in range(count)
-    ]
+    return [option_click(customer, f"ACC-{i}", session_id=session) for i in range(count)]
 
 
 def test_worker_killed_mid_stream_loses_nothing_and_applies_nothing_twice(

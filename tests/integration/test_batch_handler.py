@@ -25,7 +25,7 @@ from pitlane.ingest import BatchHandler, OutMessage
 from pitlane.settings import Settings
 from pitlane.stack.embedded import EmbeddedStack, find_redis_server, free_port
 from pitlane.topics import load_topics
-from wire import at, event, unique, vin
+from wire import at, event, option_click, unique, vin
 
 pytestmark = pytest.mark.integration
 
@@ -58,18 +58,6 @@ def _records(topic: str, *events: dict[str, Any], start: int = 0) -> list[Record
     return [Record(topic, 0, start + i, None, orjson.dumps(e)) for i, e in enumerate(events)]
 
 
-def _click(customer: str, code: str, **fields: Any) -> dict[str, Any]:
-    return event(
-        "configurator.option_selected",
-        customer_id=customer,
-        session_id="S1",
-        model_code="ID4-PRO",
-        category="accessory",
-        option_code=code,
-        **fields,
-    )
-
-
 @pytest.fixture
 def redis_url(embedded_stack: EmbeddedStack) -> str:
     return embedded_stack.redis_url.rsplit("/", 1)[0] + "/5"
@@ -98,7 +86,7 @@ async def test_a_poisonous_event_goes_to_deadletter_and_the_rest_apply(
     store: RedisStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     customer = unique("C")
-    poison = _click(customer, "BAD")
+    poison = option_click(customer, "BAD")
     real_apply = pitlane.ingest.apply
 
     def apply_or_fail(evt: Any, states: Any, settings: Any) -> Any:
@@ -111,7 +99,9 @@ async def test_a_poisonous_event_goes_to_deadletter_and_the_rest_apply(
     handler = _handler(store, sink)
 
     result = await handler.handle(
-        _records("configurator.events", _click(customer, "A"), poison, _click(customer, "B")),
+        _records(
+            "configurator.events", option_click(customer, "A"), poison, option_click(customer, "B")
+        ),
         datetime.now(UTC),
     )
 
@@ -141,7 +131,7 @@ async def test_redis_outage_raises_and_dead_letters_nothing(tmp_path: Path) -> N
 
     with pytest.raises((RedisError, OSError)):
         await _handler(outage_store, sink).handle(
-            _records("configurator.events", _click(unique("C"), "A")), datetime.now(UTC)
+            _records("configurator.events", option_click(unique("C"), "A")), datetime.now(UTC)
         )
 
     assert sink.messages == []
@@ -167,12 +157,12 @@ async def test_two_workers_racing_on_one_customer_both_land(
     await slow.start()
     racing = asyncio.create_task(
         _handler(slow, Sink()).handle(
-            _records("configurator.events", _click(customer, "A")), datetime.now(UTC)
+            _records("configurator.events", option_click(customer, "A")), datetime.now(UTC)
         )
     )
     await first_read.wait()
     await _handler(store, Sink()).handle(
-        _records("configurator.events", _click(customer, "B")), datetime.now(UTC)
+        _records("configurator.events", option_click(customer, "B")), datetime.now(UTC)
     )
     release.set()
     result = await racing
@@ -189,9 +179,9 @@ async def test_event_clock_holds_events_until_the_watermark_passes_them(
     sink = Sink()
     handler = _handler(store, sink, clock="event", allowed_lateness_s=60)
     handler.expect_partitions({"configurator.events:0"})
-    early = _click(customer, "A", occurred_at="2026-11-02T08:00:00Z")
-    late = _click(customer, "B", occurred_at="2026-11-02T08:00:30Z")
-    moves_watermark = _click(unique("C"), "X", occurred_at="2026-11-02T08:01:10Z")
+    early = option_click(customer, "A", occurred_at="2026-11-02T08:00:00Z")
+    late = option_click(customer, "B", occurred_at="2026-11-02T08:00:30Z")
+    moves_watermark = option_click(unique("C"), "X", occurred_at="2026-11-02T08:01:10Z")
 
     await handler.handle(_records("configurator.events", early, late), datetime.now(UTC))
     held = handler.committable({("configurator.events", 0): 2})
@@ -249,7 +239,7 @@ async def test_a_due_deadline_fires_on_exactly_one_of_two_sweeping_workers(
 ) -> None:
     customer = unique("C")
     consent = event("identity.consent_updated", customer_id=customer, channel="email", granted=True)
-    clicks = [_click(customer, code, occurred_at="2026-11-02T08:00:00Z") for code in "ABC"]
+    clicks = [option_click(customer, code, occurred_at="2026-11-02T08:00:00Z") for code in "ABC"]
     sink = Sink()
     await _handler(store, sink, abandonment_window_s=86_400 * 365 * 10).handle(
         _records("identity.events", consent) + _records("configurator.events", *clicks),

@@ -13,7 +13,7 @@ import pytest
 
 from pitlane.stack.embedded import EmbeddedStack
 from pitlane.worker_process import WorkerProcess
-from wire import customer_key, event, stored, unique, wait_for
+from wire import customer_key, event, option_click, stored, unique, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -82,15 +82,8 @@ def test_tail_prints_triggers_as_json_lines(
         produce(
             "configurator.events",
             customer,
-            event(
-                "configurator.option_selected",
-                customer_id=customer,
-                session_id="S1",
-                model_code="ID4-PRO",
-                category="accessory",
-                option_code=code,
-                occurred_at="2026-11-01T08:00:00Z",  # long quiet: fires at once
-            ),
+            # Long quiet since the clicks: the reminder fires at once.
+            option_click(customer, code, occurred_at="2026-11-01T08:00:00Z"),
         )
 
     def tailed() -> list[dict[str, object]]:

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import ABANDONMENT_WINDOW_S
 from pitlane.worker_process import WorkerProcess
-from wire import at, event, unique, vin
+from wire import at, event, option_click, unique, vin
 
 pytestmark = pytest.mark.integration
 
@@ -49,15 +49,7 @@ def _configure(produce: Produce, customer: str, session: str, picks: int) -> Non
         produce(
             "configurator.events",
             customer,
-            event(
-                "configurator.option_selected",
-                customer_id=customer,
-                session_id=session,
-                model_code="ID4-PRO",
-                category=category,
-                option_code=code,
-                option_label=label,
-            ),
+            option_click(customer, code, session_id=session, category=category, option_label=label),
         )
 
 
