@@ -109,8 +109,9 @@ def measure_latency(
     serve the load. A load that needs more background than there is ends early.
     """
     rate = load_fraction * peak_per_s
-    wanted = max(PROBE_EVERY, round(rate * seconds))
-    count = max(1, min(wanted, len(background) * PROBE_EVERY // (PROBE_EVERY - 1)) // PROBE_EVERY)
+    # Each probe comes after PROBE_EVERY - 1 background messages, as many as there are.
+    fitting = len(background) // (PROBE_EVERY - 1)
+    count = max(1, min(round(rate * seconds) // PROBE_EVERY, fitting))
     total = count * PROBE_EVERY
     probes = [(f"LAT{index:07d}", f"LATVIN{index:011d}") for index in range(count)]
     with EmbeddedStack(topics) as stack:
