@@ -186,6 +186,7 @@ async def _apply(
         for start in range(0, len(records), batch_size):
             batch = records[start : start + batch_size]
             await handler.handle(batch, datetime.now(UTC))
+            handler.committed({(r.topic, r.partition): r.offset + 1 for r in batch})
             collector.after_batch()
             reporter.advance(len(batch))
         return time.perf_counter() - wall, time.process_time() - cpu

@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 from pitlane.adapters.redis_store import Loaded, RedisStore, VersionConflict, Write
 from pitlane.domain.apply import apply
 from pitlane.domain.decide import Decisions, decide, decision_keys
+from pitlane.domain.dedupe import Position, settle
 from pitlane.domain.entities import EntityKey
 from pitlane.domain.events import InputEvent, InvalidEvent, decode_event
 from pitlane.domain.outputs import dead_letter
@@ -115,6 +116,8 @@ class BatchHandler:
         self._deadletter_topic = topics.topic("deadletter")
         self._anonymous_ttl = settings.anonymous_ttl_s
         self._marks: dict[str, float] = {}
+        self._committed: dict[str, int] = {}
+        # Per input partition, the offset below which nothing can be redelivered.
         self._expected: set[str] = set()
         self._pending: dict[tuple[str, int, int], tuple[float, str, InputEvent, RawRecord]] = {}
         self._routes: dict[str, list[EntityKey]] = {}
@@ -133,6 +136,9 @@ class BatchHandler:
         letters: list[OutMessage] = []
         marks: dict[str, float] = {}
         for record in records:
+            partition = f"{record.topic}:{record.partition}"
+            # The first offset read from a partition is where the group had committed.
+            self._committed.setdefault(partition, record.offset)
             try:
                 event = decode_event(record.value or b"", record.topic)
                 self._routes[event.event_id] = keys_for(event, {}, self._salt)
@@ -143,7 +149,6 @@ class BatchHandler:
             events.append(event)
             sources.append(record)
             result.events[event.type] += 1
-            partition = f"{record.topic}:{record.partition}"
             occurred = event.occurred_at.timestamp()
             if occurred > marks.get(partition, float("-inf")):
                 marks[partition] = occurred
@@ -153,15 +158,16 @@ class BatchHandler:
         at = self._decision_time(now)
         if self._event_clock:
             events, sources = self._release(events, sources, at)
+        positions = [(f"{r.topic}:{r.partition}", r.offset) for r in sources]
         try:
-            await self._transact(events, [], at, result, marks)
+            await self._transact(events, positions, [], at, result, marks)
         except INFRASTRUCTURE_ERRORS:
             raise
         except Exception:
             log.exception("a batch of %d events failed; applying them one at a time", len(events))
-            for event, record in zip(events, sources, strict=True):
+            for event, record, position in zip(events, sources, positions, strict=True):
                 try:
-                    await self._transact([event], [], at, result, marks)
+                    await self._transact([event], [position], [], at, result, marks)
                 except INFRASTRUCTURE_ERRORS:
                     raise
                 except Exception as error:
@@ -200,10 +206,20 @@ class BatchHandler:
             held[key] = min(held.get(key, offset), offset)
         return {key: min(offset, held.get(key, offset)) for key, offset in consumed.items()}
 
+    def committed(self, offsets: dict[tuple[str, int], int]) -> None:
+        """The consumer committed `offsets`: events below them are never redelivered,
+        so entities written from now on can forget them."""
+        for (topic, partition), offset in offsets.items():
+            name = f"{topic}:{partition}"
+            self._committed[name] = max(offset, self._committed.get(name, offset))
+
     def forget_partitions(self, partitions: set[tuple[str, int]]) -> None:
-        """Drop held events of partitions this worker no longer owns."""
+        """Drop held events and commit bookkeeping of partitions this worker no
+        longer owns (whoever owns them next commits them)."""
         for position in [p for p in self._pending if (p[0], p[1]) in partitions]:
             del self._pending[position]
+        for topic, partition in partitions:
+            self._committed.pop(f"{topic}:{partition}", None)
 
     async def fire_due(self, now: datetime, limit: int = 500) -> BatchResult:
         """Decide every entity whose deadline has passed; they are leased to this worker."""
@@ -217,7 +233,7 @@ class BatchHandler:
             return result
         due = await self._store.claim_due(at, SWEEP_LEASE_S, limit)
         if due:
-            await self._transact([], due, at, result, {})
+            await self._transact([], [], due, at, result, {})
         return result
 
     def expect_partitions(self, partitions: set[str]) -> None:
@@ -250,6 +266,7 @@ class BatchHandler:
     async def _transact(
         self,
         events: list[InputEvent],
+        positions: list[Position],
         due: list[EntityKey],
         at: float,
         result: BatchResult,
@@ -257,7 +274,7 @@ class BatchHandler:
     ) -> None:
         for attempt in range(MAX_CONFLICT_RETRIES):
             try:
-                await self._apply_and_decide(events, due, at, result, marks)
+                await self._apply_and_decide(events, positions, due, at, result, marks)
                 return
             except VersionConflict as conflict:
                 result.conflicts += 1
@@ -268,6 +285,7 @@ class BatchHandler:
     async def _apply_and_decide(
         self,
         events: list[InputEvent],
+        positions: list[Position],
         due: list[EntityKey],
         at: float,
         result: BatchResult,
@@ -292,7 +310,7 @@ class BatchHandler:
         decisions = Decisions()
         notes: Counter[str] = Counter()
         duplicates = 0
-        for event in events:
+        for event, position in zip(events, positions, strict=True):
             keys = self._first_keys(event)
             if event.type in STATE_DEPENDENT_ROUTES:
                 keys = keys_for(event, tx.working, self._salt)
@@ -304,7 +322,7 @@ class BatchHandler:
                 # What was due before this event in event time fires first, as it did live.
                 before = [k for k in keys if _decidable(k)]
                 _merge(decisions, await self._decide(tx, before, occurred))
-            applied = apply(event, tx.working, self._settings)
+            applied = apply(event, tx.working, self._settings, position)
             if not applied.changed:
                 duplicates += 1
             tx.changed |= applied.changed
@@ -322,6 +340,9 @@ class BatchHandler:
         outputs = trigger_messages(decisions, self._topics)
         if outputs:
             await self._publisher.publish(outputs)
+        for key in tx.changed:
+            if (state := tx.working[key]) is not None:
+                settle(state, self._committed)
         await self._store.write(
             (
                 Write(key, tx.versions[key], tx.working[key], self._ttl(key))

@@ -78,7 +78,10 @@ class Settings(BaseSettings):
         300, ge=0, description="How late an event may arrive and still count in event-clock mode."
     )
     dedupe_ids: int = Field(
-        32, gt=0, description="Recent event ids each profile remembers to apply a redelivery once."
+        32,
+        gt=0,
+        description="Newest event ids each entity remembers, besides those not committed yet"
+        " (catches an upstream producer publishing an event twice).",
     )
     interest_half_life_days: float = Field(14, gt=0, description="Half-life of interest scores.")
     mileage_smoothing: float = Field(

@@ -89,10 +89,10 @@ async def test_a_poisonous_event_goes_to_deadletter_and_the_rest_apply(
     poison = option_click(customer, "BAD")
     real_apply = pitlane.ingest.apply
 
-    def apply_or_fail(evt: Any, states: Any, settings: Any) -> Any:
+    def apply_or_fail(evt: Any, states: Any, settings: Any, position: Any) -> Any:
         if evt.event_id == poison["event_id"]:
             raise ZeroDivisionError("a defect this event triggers")
-        return real_apply(evt, states, settings)
+        return real_apply(evt, states, settings, position)
 
     monkeypatch.setattr(pitlane.ingest, "apply", apply_or_fail)
     sink = Sink()
@@ -110,6 +110,38 @@ async def test_a_poisonous_event_goes_to_deadletter_and_the_rest_apply(
     assert [letter["offset"] for letter in letters] == [1]
     assert "ZeroDivisionError" in letters[0]["reason"]
     assert (await _session(store, customer))["n"] == 2
+
+
+async def test_a_batch_redelivered_after_a_crash_changes_nothing(store: RedisStore) -> None:
+    """More events of one customer than its id window keeps, written but not committed
+    when the worker died: the restarted worker reads them all again."""
+    customer = unique("C")
+    burst = _records(
+        "configurator.events", *(option_click(customer, f"ACC-{i}") for i in range(40)), start=100
+    )
+    await _handler(store, Sink()).handle(burst, datetime.now(UTC))
+
+    restarted = _handler(store, Sink())
+    again = await restarted.handle(burst, datetime.now(UTC))
+
+    assert again.duplicates == 40
+    assert (await _session(store, customer))["n"] == 40
+
+
+async def test_committed_events_are_forgotten_on_the_next_write(store: RedisStore) -> None:
+    customer = unique("C")
+    handler = _handler(store, Sink())
+    first = [option_click(customer, f"ACC-{i}") for i in range(3)]
+    await handler.handle(_records("configurator.events", *first, start=10), datetime.now(UTC))
+    handler.committed({("configurator.events", 0): 13})
+
+    last = option_click(customer, "LAST")
+    await handler.handle(_records("configurator.events", last, start=13), datetime.now(UTC))
+
+    loaded = await store.load([entities.customer(customer)])
+    profile = loaded[entities.customer(customer)].state
+    assert profile is not None
+    assert profile["pend"] == {"configurator.events:0": {entities.event_tag(last["event_id"]): 13}}
 
 
 async def test_redis_outage_raises_and_dead_letters_nothing(tmp_path: Path) -> None:

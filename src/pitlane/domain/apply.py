@@ -15,7 +15,8 @@ from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pitlane.domain import decay, entities
+from pitlane.domain import decay, dedupe, entities
+from pitlane.domain.dedupe import Position
 from pitlane.domain.entities import EntityKey, event_tag, is_junk_id
 from pitlane.domain.events import (
     BookingCancelled,
@@ -80,6 +81,7 @@ class _Step:
     version: Version
     states: MutableMapping[EntityKey, State | None]
     settings: Settings
+    position: Position | None
     applied: Applied
 
     def fresh(self, key: EntityKey, make: Callable[[], State]) -> State | None:
@@ -91,12 +93,9 @@ class _Step:
         if state is None:
             state = make()
             self.states[key] = state
-        seen: list[str] = state["seen"]
-        if self.tag in seen:
+        if dedupe.already_applied(state, self.tag):
             return None
-        seen.append(self.tag)
-        if len(seen) > self.settings.dedupe_ids:
-            del seen[: len(seen) - self.settings.dedupe_ids]
+        dedupe.remember(state, self.tag, self.position, self.settings.dedupe_ids)
         self.applied.changed.add(key)
         return state
 
@@ -127,15 +126,19 @@ class _Step:
 
 
 def apply(
-    event: InputEvent, states: MutableMapping[EntityKey, State | None], settings: Settings
+    event: InputEvent,
+    states: MutableMapping[EntityKey, State | None],
+    settings: Settings,
+    position: Position | None = None,
 ) -> Applied:
-    """Apply `event` to the loaded `states` (every key `routing.keys_for` names).
+    """Apply `event`, read at `position` of an input partition if it was, to the
+    loaded `states` (every key `routing.keys_for` names).
 
     Keys mapped to None afterwards are to be deleted.
     """
     at = event.occurred_at.timestamp()
     tag = event_tag(event.event_id)
-    step = _Step(event, at, tag, [at, tag], states, settings, Applied())
+    step = _Step(event, at, tag, [at, tag], states, settings, position, Applied())
     _HANDLERS[event.type](step)
     return step.applied
 
@@ -543,9 +546,7 @@ def merge_profile(target: State, source: State, settings: Settings) -> None:
     `target`: both stay independently changeable within one batch.
     """
     source = copy.deepcopy(source)
-    seen: list[str] = target["seen"]
-    seen.extend(eid for eid in source["seen"] if eid not in seen)
-    del seen[: max(0, len(seen) - settings.dedupe_ids)]
+    dedupe.merge(target, source, settings.dedupe_ids)
     for bound, pick in (("first", min), ("last", max)):
         values = [v for v in (target[bound], source[bound]) if v is not None]
         target[bound] = pick(values) if values else None

@@ -161,6 +161,7 @@ class BatchConsumer:
                             for (topic, partition), offset in safe.items()
                         }
                     )
+                    self._handler.committed(safe)
                 self._collector.after_batch()
         finally:
             self._collector.stop()
