@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 import redis
 from pydantic import SecretStr
 
-from pitlane.adapters.redis_store import RedisStore
+from pitlane.adapters.redis_store import make_store
 from pitlane.bench_harness import Reporter
 from pitlane.ingest import BatchHandler, OutMessage
 from pitlane.runtime.collector import BatchCollector
@@ -174,7 +174,7 @@ async def _apply(
     reporter: Reporter,
 ) -> tuple[float, float]:
     """Wall and CPU seconds of handling every record, `batch_size` at a time."""
-    store = RedisStore(settings.redis_url.get_secret_value(), settings.timer_shards)
+    store = make_store(settings)
     await store.start()
     # The worker's collector policy, so the rate here compares with a worker's; starting
     # it also freezes the preloaded messages, which a worker would not hold.

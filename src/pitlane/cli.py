@@ -182,14 +182,14 @@ def profile(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show one customer's 360-degree view from Redis."""
-    from pitlane.adapters.redis_store import RedisStore
+    from pitlane.adapters.redis_store import make_store
     from pitlane.profiles import lookup_customer
     from pitlane.render import profile_panel
 
     settings = _settings()
 
     async def look_up() -> dict[str, object] | None:
-        store = RedisStore(settings.redis_url.get_secret_value())
+        store = make_store(settings)
         await store.start()
         try:
             return await lookup_customer(store, customer_id, datetime.now(UTC), settings)

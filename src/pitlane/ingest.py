@@ -28,7 +28,16 @@ from pitlane.domain.entities import EntityKey
 from pitlane.domain.events import InputEvent, InvalidEvent, decode_event
 from pitlane.domain.outputs import dead_letter
 from pitlane.domain.profile import State
-from pitlane.domain.routing import STATE_DEPENDENT_ROUTES, Unroutable, customer_keys, keys_for
+from pitlane.domain.routing import (
+    ROUTES_LOST_BY_APPLYING,
+    STATE_DEPENDENT_ROUTES,
+    Route,
+    RoutesInACycle,
+    Unroutable,
+    customer_keys,
+    keys_for,
+    write_phases,
+)
 from pitlane.settings import Settings
 from pitlane.topics import Topics
 
@@ -163,8 +172,13 @@ class BatchHandler:
             await self._transact(events, positions, [], at, result, marks)
         except INFRASTRUCTURE_ERRORS:
             raise
-        except Exception:
-            log.exception("a batch of %d events failed; applying them one at a time", len(events))
+        except Exception as error:
+            if isinstance(error, RoutesInACycle):  # one event's routes always have an order
+                log.info("%s; applying the batch one event at a time", error)
+            else:
+                log.exception(
+                    "a batch of %d events failed; applying them one at a time", len(events)
+                )
             for event, record, position in zip(events, sources, positions, strict=True):
                 try:
                     await self._transact([event], [position], [], at, result, marks)
@@ -310,13 +324,16 @@ class BatchHandler:
         decisions = Decisions()
         notes: Counter[str] = Counter()
         duplicates = 0
+        routes: list[Route] = []
         for event, position in zip(events, positions, strict=True):
-            keys = self._first_keys(event)
+            keys = first = self._first_keys(event)
             if event.type in STATE_DEPENDENT_ROUTES:
                 keys = keys_for(event, tx.working, self._salt)
                 while missing := [k for k in keys if k not in tx.versions]:
                     await tx.load(missing)
                     keys = keys_for(event, tx.working, self._salt)
+                if event.type in ROUTES_LOST_BY_APPLYING:
+                    routes.append((first, [k for k in keys if k not in first]))
             occurred = event.occurred_at.timestamp()
             if self._event_clock:
                 # What was due before this event in event time fires first, as it did live.
@@ -337,6 +354,7 @@ class BatchHandler:
         touched = [k for k in (*tx.changed, *due) if _decidable(k)]
         if at != float("-inf"):
             _merge(decisions, await self._decide(tx, touched, at))
+        phases = write_phases(routes) if self._store.splits_writes else {}
         outputs = trigger_messages(decisions, self._topics)
         if outputs:
             await self._publisher.publish(outputs)
@@ -345,7 +363,7 @@ class BatchHandler:
                 settle(state, self._committed)
         await self._store.write(
             (
-                Write(key, tx.versions[key], tx.working[key], self._ttl(key))
+                Write(key, tx.versions[key], tx.working[key], self._ttl(key), phases.get(key, 0))
                 for key in sorted(tx.changed)
             ),
             decisions.deadlines,

@@ -33,6 +33,10 @@ class Settings(BaseSettings):
         SecretStr("redis://localhost:6379/0"),
         description="Redis URL; masked when logged because it may carry a password.",
     )
+    redis_cluster: bool = Field(
+        False,
+        description="`redis_url` names a node of a Redis Cluster: read and write per slot.",
+    )
     clock: Literal["wall", "event"] = Field(
         "wall",
         description="What deadlines are checked against: wall clock or event-time watermark.",

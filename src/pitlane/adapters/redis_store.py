@@ -17,16 +17,18 @@ from urllib.parse import urlsplit
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection
 from redis.connection import HiredisRespSerializer
 
 from pitlane.domain.entities import EntityKey
 from pitlane.domain.profile import State
+from pitlane.settings import Settings
 
 _PREFIX = {"customer": "cust", "anonymous": "anon", "vehicle": "veh", "erased": "erased"}
 _SUFFIX = {"customer": ":profile", "anonymous": ":profile", "vehicle": ":state", "erased": ""}
 
-# KEYS: n entities, then the timer shards used, then the watermark hash.
+# KEYS: n entities, then the timer shards used, then the watermark hash (if marks).
 # ARGV[1]: n. ARGV[2], [3], [4]: per entity, comma-separated: expected version, TTL
 # (0 = none), byte length of the new value (-1 = delete). ARGV[5]: the new values,
 # concatenated. ARGV[6]: timer members, separated by 0x1f (ASCII unit separator).
@@ -35,7 +37,7 @@ _SUFFIX = {"customer": ":profile", "anonymous": ":profile", "vehicle": ":state",
 # Packing many values into few arguments keeps the client from encoding thousands of
 # arguments per batch. All-or-nothing: the first moved version aborts the whole write
 # and is reported, so state, deadlines and watermark always move together.
-_COMPARE_AND_SET = """
+COMPARE_AND_SET = """
 local n = tonumber(ARGV[1])
 local function split(text, sep)
   local parts = {}
@@ -89,7 +91,7 @@ return {}
 # KEYS[1]: a timer shard. ARGV: now, lease s, limit. Takes the due members and pushes
 # them `lease` into the future, so no other worker takes them while this one decides;
 # deciding re-arms or drops them, and a worker that dies lets the lease run out.
-_CLAIM_DUE = """
+CLAIM_DUE = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
 local lease = tonumber(ARGV[1]) + tonumber(ARGV[2])
 for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], lease, member) end
@@ -126,6 +128,42 @@ def timer_shard_key(shard: int) -> str:
     return f"pitlane:timers:{{{shard}}}"
 
 
+def compare_and_set_arguments(
+    batch: Sequence[Write],
+    timers: Sequence[tuple[EntityKey, float | None]],
+    marks: Mapping[str, float],
+    shards: int,
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of one `COMPARE_AND_SET` call; the marks hash is named only when
+    there are marks, so a call can be confined to one Redis Cluster slot."""
+    values = [b"" if w.state is None else encode(w.expected_version + 1, w.state) for w in batch]
+    shard_index: dict[str, int] = {}
+    members: list[str] = []
+    timer_args: list[str] = []
+    for key, deadline in timers:
+        member = timer_member(key)
+        shard = timer_shard(member, shards)
+        index = shard_index.setdefault(shard, len(batch) + len(shard_index) + 1)
+        members.append(member)
+        timer_args.append(f"{index}" if deadline is None else f"{index} {deadline!r}")
+    keys = [*(redis_key(w.key) for w in batch), *shard_index]
+    if marks:
+        keys.append(WATERMARKS_KEY)
+    args = [
+        len(batch),
+        ",".join(str(w.expected_version) for w in batch),
+        ",".join(str(w.ttl_s) for w in batch),
+        ",".join(
+            "-1" if w.state is None else str(len(v)) for w, v in zip(batch, values, strict=True)
+        ),
+        b"".join(values),
+        "\x1f".join(members),
+        ",".join(timer_args),
+        "\x1f".join(f"{p} {m!r}" for p, m in sorted(marks.items())),
+    ]
+    return keys, args
+
+
 class HiredisPackingConnection(Connection):
     """An asyncio connection that packs commands in C, as redis-py's sync client does.
 
@@ -151,12 +189,17 @@ class Loaded:
 
 @dataclass(frozen=True, slots=True)
 class Write:
-    """A state to store (None deletes) if the entity is still at `expected_version`."""
+    """A state to store (None deletes) if the entity is still at `expected_version`.
+
+    `phase` orders writes that cannot be atomic (Redis Cluster): lower phases are
+    written first. The single-node store writes every phase in one call.
+    """
 
     key: EntityKey
     expected_version: int
     state: State | None
     ttl_s: int = 0
+    phase: int = 0
 
 
 class VersionConflict(Exception):
@@ -189,16 +232,19 @@ class RedisStore:
     effects.
     """
 
+    splits_writes = False
+    """True when a write is not atomic across entities, so `Write.phase` matters."""
+
     def __init__(self, url: str, timer_shards: int = 16) -> None:
         self._url = url
         self._shards = timer_shards
-        self._redis: aioredis.Redis | None = None
+        self._redis: aioredis.Redis | RedisCluster | None = None
         self._cas: Any = None
         self._claim: Any = None
 
     @property
-    def redis(self) -> aioredis.Redis:
-        """The connection; only after `start()`."""
+    def redis(self) -> aioredis.Redis | RedisCluster:
+        """The client; only after `start()`."""
         if self._redis is None:
             raise RuntimeError("RedisStore used before start()")
         return self._redis
@@ -209,7 +255,7 @@ class RedisStore:
         options: dict[str, Any] = {}
         if urlsplit(self._url).scheme == "redis":
             options["connection_class"] = HiredisPackingConnection
-        self._redis = aioredis.Redis.from_url(
+        client = aioredis.Redis.from_url(
             self._url,
             **options,
             decode_responses=False,
@@ -217,9 +263,10 @@ class RedisStore:
             socket_timeout=10,
             socket_connect_timeout=5,
         )
-        self._cas = self._redis.register_script(_COMPARE_AND_SET)
-        self._claim = self._redis.register_script(_CLAIM_DUE)
-        await self._redis.ping()
+        self._redis = client
+        self._cas = client.register_script(COMPARE_AND_SET)
+        self._claim = client.register_script(CLAIM_DUE)
+        await client.ping()
 
     async def close(self) -> None:
         """Release the connection pool."""
@@ -249,31 +296,7 @@ class RedisStore:
         timers = sorted((deadlines or {}).items())
         if not batch and not timers and not marks:
             return
-        values = [
-            b"" if w.state is None else encode(w.expected_version + 1, w.state) for w in batch
-        ]
-        shards: dict[str, int] = {}
-        members: list[str] = []
-        timer_args: list[str] = []
-        for key, deadline in timers:
-            member = timer_member(key)
-            shard = timer_shard(member, self._shards)
-            index = shards.setdefault(shard, len(batch) + len(shards) + 1)
-            members.append(member)
-            timer_args.append(f"{index}" if deadline is None else f"{index} {deadline!r}")
-        keys = [*(redis_key(w.key) for w in batch), *shards, WATERMARKS_KEY]
-        args = [
-            len(batch),
-            ",".join(str(w.expected_version) for w in batch),
-            ",".join(str(w.ttl_s) for w in batch),
-            ",".join(
-                "-1" if w.state is None else str(len(v)) for w, v in zip(batch, values, strict=True)
-            ),
-            b"".join(values),
-            "\x1f".join(members),
-            ",".join(timer_args),
-            "\x1f".join(f"{p} {m!r}" for p, m in sorted((marks or {}).items())),
-        ]
+        keys, args = compare_and_set_arguments(batch, timers, marks or {}, self._shards)
         result = await self._cas(keys=keys, args=args)
         if result:
             raise VersionConflict(batch[int(result[0]) - 1].key)
@@ -298,3 +321,13 @@ class RedisStore:
         member = timer_member(key)
         score = await self.redis.zscore(timer_shard(member, self._shards), member)
         return None if score is None else float(score)
+
+
+def make_store(settings: Settings) -> RedisStore:
+    """The store `settings` ask for: one Redis primary, or a Redis Cluster."""
+    url = settings.redis_url.get_secret_value()
+    if settings.redis_cluster:
+        from pitlane.adapters.redis_cluster_store import RedisClusterStore
+
+        return RedisClusterStore(url, settings.timer_shards)
+    return RedisStore(url, settings.timer_shards)

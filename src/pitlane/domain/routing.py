@@ -9,7 +9,7 @@ names nothing new.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 from pitlane.domain import entities
 from pitlane.domain.entities import EntityKey, is_junk_id
@@ -42,6 +42,44 @@ STATE_DEPENDENT_ROUTES = frozenset(
     }
 )
 """Event types whose full set of keys depends on state already loaded."""
+
+
+ROUTES_LOST_BY_APPLYING = frozenset(
+    {"booking.cancelled", "identity.vehicle_linked", "identity.customer_erased"}
+)
+"""Event types that reach entities through state the event itself then changes: a
+cancellation finds the car through the booking it closes, a resale finds the previous
+owner on the car it re-links, an erasure finds visitors and cars in the profile it
+deletes. Once the first entity has applied the event, a redelivery cannot find the
+others, so they must be written first (`write_phases`)."""
+
+Route = tuple[Collection[EntityKey], Collection[EntityKey]]
+"""(the entities an event names by itself, those it reached through their state)."""
+
+
+class RoutesInACycle(Exception):
+    """Two events of a batch each reach the other's entities; no write order suits both."""
+
+
+def write_phases(routes: Iterable[Route]) -> dict[EntityKey, int]:
+    """The order a write split across Redis Cluster slots must follow (lowest first;
+    keys not named are phase 0): every entity reached through another's state is
+    written before that other, so a crash between the two leaves the route intact for
+    the redelivery. Raises `RoutesInACycle` when no such order exists.
+    """
+    edges = list(routes)
+    phases: dict[EntityKey, int] = {}
+    for _ in range(len(edges) + 1):
+        moved = False
+        for sources, reached in edges:
+            after = max((phases.get(k, 0) for k in reached), default=-1) + 1
+            for key in sources:
+                if phases.get(key, 0) < after:
+                    phases[key] = after
+                    moved = True
+        if not moved:
+            return phases
+    raise RoutesInACycle(f"routes {edges} cannot all be written in order")
 
 
 class Unroutable(ValueError):

@@ -16,7 +16,7 @@ from typing import Any
 import faust
 from faust.web import Request, Response, View
 
-from pitlane.adapters.redis_store import RedisStore
+from pitlane.adapters.redis_store import make_store
 from pitlane.ingest import BatchHandler, OutMessage, PublishFailed
 from pitlane.profiles import lookup_customer
 from pitlane.runtime.consumer import BatchConsumer, WorkerStats
@@ -63,7 +63,7 @@ def build_app(settings: Settings, topics: Topics) -> faust.App:
         producer_acks=-1,
         datadir=str(settings.data_dir / "{conf.name}"),
     )
-    store = RedisStore(settings.redis_url.get_secret_value(), settings.timer_shards)
+    store = make_store(settings)
     store_ready = asyncio.Event()
     stats = WorkerStats()
     handler = BatchHandler(settings, store, FaustPublisher(app), topics)

@@ -56,6 +56,9 @@ _PORT_IN_USE = re.compile(r"address already in use|address in use|addrinuse", re
 _LOG_TAIL_LINES = 20
 _POLL_INTERVAL_S = 0.02
 _PR_SET_PDEATHSIG = 1
+_CLUSTER_SLOTS = 16_384
+_CLUSTER_BUS_OFFSET = 10_000
+"""A cluster node also listens on its port + 10000 (the cluster bus)."""
 
 _SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
@@ -142,13 +145,18 @@ class EmbeddedStack:
         stop_grace_s: float = 5.0,
         redis_server: str | None = None,
         broker: str | None = None,
+        redis_cluster_nodes: int = 0,
     ) -> None:
         """Prepare a stack; nothing starts until `start()`.
 
         `topics` defaults to topics.yaml (working directory, else the packaged copy).
         `redis_server` and `broker` override the binaries `find_redis_server()` and
-        `find_broker()` would pick.
+        `find_broker()` would pick. `redis_cluster_nodes` (at least 3 when given) adds
+        a Redis Cluster of that many primaries, besides the plain redis-server.
         """
+        if 0 < redis_cluster_nodes < 3:
+            raise ValueError("a Redis Cluster needs at least 3 primaries")
+        self._cluster_nodes = redis_cluster_nodes
         self._topics = topics
         self._start_timeout_s = start_timeout_s
         self._stop_grace_s = stop_grace_s
@@ -187,6 +195,15 @@ class EmbeddedStack:
                 "redis", lambda port: self._redis_argv(redis_server, port), self._redis_ready
             )
             self._launch("broker", lambda port: self._broker_argv(broker, port), self._broker_ready)
+            for node in range(self._cluster_nodes):
+                self._launch(
+                    f"redis-cluster-{node}",
+                    lambda port: self._cluster_node_argv(redis_server, port),
+                    self._redis_ready,
+                    _cluster_port,
+                )
+            if self._cluster_nodes:
+                self._form_cluster()
             self._topic_report = create_topics(self.bootstrap_servers, topics)
         except BaseException:
             self._keep_workdir = True
@@ -252,6 +269,11 @@ class EmbeddedStack:
         return f"redis://{_HOST}:{self._port('redis')}/0"
 
     @property
+    def redis_cluster_url(self) -> str:
+        """One node of the Redis Cluster, for PITLANE_REDIS_URL with PITLANE_REDIS_CLUSTER."""
+        return f"redis://{_HOST}:{self._port('redis-cluster-0')}/0"
+
+    @property
     def pids(self) -> dict[str, int]:
         """Process id of each started service (`redis`, `broker`), e.g. to check cleanup."""
         return {name: service.process.pid for name, service in self._services.items()}
@@ -286,6 +308,38 @@ class EmbeddedStack:
             "--dir", str(self.workdir),
         ]  # fmt: skip
 
+    def _cluster_node_argv(self, binary: str, port: int) -> list[str]:
+        return [
+            *self._redis_argv(binary, port),
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", f"nodes-{port}.conf",
+            "--cluster-node-timeout", "5000",
+        ]  # fmt: skip
+
+    def _form_cluster(self) -> None:
+        """Give each node an equal share of the slots, introduce them, and wait until
+        every node reports the cluster healthy."""
+        ports = [self._port(f"redis-cluster-{node}") for node in range(self._cluster_nodes)]
+        clients = [redis.Redis(host=_HOST, port=port, socket_timeout=5.0) for port in ports]
+        try:
+            share = -(-_CLUSTER_SLOTS // len(ports))
+            for index, client in enumerate(clients):
+                slots = range(index * share, min(_CLUSTER_SLOTS, (index + 1) * share))
+                client.cluster("ADDSLOTS", *slots)
+            for port in ports[1:]:
+                clients[0].cluster("MEET", _HOST, port)
+            deadline = time.monotonic() + self._start_timeout_s
+            while not all(_cluster_healthy(client, len(ports)) for client in clients):
+                if time.monotonic() > deadline:
+                    raise EmbeddedStackError(
+                        f"the Redis Cluster on ports {ports} did not become healthy within "
+                        f"{self._start_timeout_s} s"
+                    )
+                time.sleep(_POLL_INTERVAL_S * 5)
+        finally:
+            for client in clients:
+                client.close()
+
     def _broker_argv(self, binary: str, port: int) -> list[str]:
         listener = f"tcp://{_HOST}:{port}"
         return [
@@ -298,11 +352,15 @@ class EmbeddedStack:
         ]  # fmt: skip
 
     def _launch(
-        self, name: str, argv: Callable[[int], list[str]], ready: Callable[[_Service], bool]
+        self,
+        name: str,
+        argv: Callable[[int], list[str]],
+        ready: Callable[[_Service], bool],
+        pick_port: Callable[[], int] | None = None,
     ) -> None:
         """Start service `name` on a free port and wait until `ready` says it answers."""
         for _attempt in range(_PORT_ATTEMPTS):
-            port = free_port()
+            port = (pick_port or free_port)()
             service = self._spawn(name, argv(port), port)
             try:
                 self._await_ready(service, ready)
@@ -453,6 +511,30 @@ def free_port() -> int:
         probe.bind((_HOST, 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster-bus twin (port + 10000) is free and valid too."""
+    while True:
+        port = free_port()
+        if port + _CLUSTER_BUS_OFFSET > 65_535:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((_HOST, port + _CLUSTER_BUS_OFFSET))
+            except OSError:
+                continue
+        return port
+
+
+def _cluster_healthy(client: redis.Redis, nodes: int) -> bool:
+    """Whether this node sees every slot served and every node known."""
+    info = client.cluster("INFO")
+    return bool(
+        info["cluster_state"] == "ok"
+        and int(info["cluster_slots_ok"]) == _CLUSTER_SLOTS
+        and int(info["cluster_known_nodes"]) == nodes
+    )
 
 
 def _accepts_connections(port: int) -> bool:

@@ -9,7 +9,7 @@ from pitlane.domain import entities
 from pitlane.domain.entities import EntityKey, erased_marker
 from pitlane.domain.events import InputEvent
 from pitlane.domain.profile import State, new_profile, new_vehicle
-from pitlane.domain.routing import Unroutable, keys_for
+from pitlane.domain.routing import RoutesInACycle, Unroutable, keys_for, write_phases
 
 SALT = b.SALT
 C1 = entities.customer("C1")
@@ -157,3 +157,30 @@ def test_customer_erased_names_stitched_visitors_and_owned_vehicles() -> None:
 
 def test_erasing_an_unknown_customer_names_profile_and_marker_only() -> None:
     assert settle(b.customer_erased(), {}) == [C1, MARKER_C1]
+
+
+# --- write order for split writes -----------------------------------------------------
+
+
+def test_entities_reached_through_state_are_written_before_those_that_reach_them() -> None:
+    customer, car, previous = (
+        entities.customer("C2"),
+        entities.vehicle("V"),
+        entities.customer("C1"),
+    )
+    visitor = entities.anonymous("A")
+
+    phases = write_phases([([customer, car], [previous]), ([visitor], [customer])])
+
+    assert phases.get(previous, 0) < phases[car] == phases[customer] < phases[visitor]
+
+
+def test_routes_that_reach_each_other_have_no_write_order() -> None:
+    customer, car = entities.customer("C1"), entities.vehicle("V")
+
+    with pytest.raises(RoutesInACycle):
+        write_phases([([customer], [car]), ([car], [customer])])
+
+
+def test_no_routes_means_one_phase() -> None:
+    assert write_phases([]) == {}

@@ -1,0 +1,222 @@
+"""pitlane on a real three-primary Redis Cluster: reads and writes per slot, the order
+of a split write, and a whole worker firing triggers and serving the dealer view."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from kafka import KafkaProducer
+
+from pitlane.adapters.redis_cluster_store import RedisClusterStore
+from pitlane.adapters.redis_store import VersionConflict, Write, redis_key
+from pitlane.domain import entities
+from pitlane.domain.entities import EntityKey
+from pitlane.ingest import BatchHandler, OutMessage
+from pitlane.settings import Settings
+from pitlane.stack.embedded import EmbeddedStack, free_port
+from pitlane.topics import load_topics
+from pitlane.worker_process import WorkerProcess, embedded_worker_env
+from wire import at, event, option_click, read_matching, unique, vin, wait_for
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime.now(UTC)
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[EmbeddedStack]:
+    with EmbeddedStack(redis_cluster_nodes=3) as running:
+        yield running
+
+
+@pytest.fixture
+async def store(stack: EmbeddedStack) -> AsyncIterator[RedisClusterStore]:
+    cluster_store = RedisClusterStore(stack.redis_cluster_url)
+    await cluster_store.start()
+    yield cluster_store
+    await cluster_store.close()
+
+
+class _Record:
+    def __init__(self, topic: str, offset: int, value: dict[str, Any]) -> None:
+        self.topic, self.partition, self.offset = topic, 0, offset
+        self.key: bytes | None = None
+        self.value: bytes | None = orjson.dumps(value)
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.messages: list[OutMessage] = []
+
+    async def publish(self, messages: Sequence[OutMessage]) -> None:
+        self.messages.extend(messages)
+
+
+def _handler(store: RedisClusterStore) -> BatchHandler:
+    settings = Settings(redis_cluster=True)
+    return BatchHandler(settings, store, _Sink(), load_topics(settings.topics_file))
+
+
+async def _state(store: RedisClusterStore, key: EntityKey) -> dict[str, Any]:
+    state = (await store.load([key]))[key].state
+    assert state is not None, f"{key} is not stored"
+    return state
+
+
+async def test_a_batch_across_every_node_is_read_and_written(store: RedisClusterStore) -> None:
+    customers = [unique("C") for _ in range(60)]
+    keys = [entities.customer(c) for c in customers]
+    nodes = {store.cluster.get_node_from_key(redis_key(k)).name for k in keys}
+    picks = [option_click(c, code) for c in customers for code in ("A", "B", "C")]  # engaged
+    clicks = [_Record("configurator.events", i, pick) for i, pick in enumerate(picks)]
+
+    result = await _handler(store).handle(clicks, NOW)
+
+    loaded = await store.load(keys)
+    assert len(nodes) == 3
+    assert sum(result.events.values()) == 180
+    assert all(
+        entity.state and entity.state["sessions"]["S1"]["n"] == 3 for entity in loaded.values()
+    )
+    assert all(entity.version == 1 for entity in loaded.values())
+    assert all([await store.deadline(k) for k in keys])  # every abandonment deadline is armed
+
+
+async def test_a_moved_version_in_any_slot_is_a_conflict(store: RedisClusterStore) -> None:
+    fresh = [entities.customer(unique("C")) for _ in range(5)]
+    stale = entities.customer(unique("C"))
+    await store.write([Write(stale, 0, {"n": 1})])
+
+    with pytest.raises(VersionConflict) as conflict:
+        await store.write([*(Write(k, 0, {"n": 1}) for k in fresh), Write(stale, 0, {"n": 2})])
+
+    assert conflict.value.key == stale
+    assert (await store.load([stale]))[stale].state == {"n": 1}
+
+
+class _DiesBeforeWriting(RedisClusterStore):
+    """Dies (as a worker would, mid-write) before the step that writes `key`."""
+
+    def __init__(self, url: str, key: EntityKey) -> None:
+        super().__init__(url)
+        self._key = key
+
+    async def _compare_and_set(self, calls: Any) -> None:
+        if any(w.key == self._key for _, _, writes in calls for w in writes):
+            raise ConnectionError("worker killed")
+        await super()._compare_and_set(calls)
+
+
+async def test_a_resale_cut_short_between_its_writes_is_completed_by_redelivery(
+    stack: EmbeddedStack, store: RedisClusterStore
+) -> None:
+    seller, buyer, car_vin = unique("C"), unique("C"), vin()
+    car, seller_key, buyer_key = (
+        entities.vehicle(car_vin),
+        entities.customer(seller),
+        entities.customer(buyer),
+    )
+    link = event(
+        "identity.vehicle_linked",
+        customer_id=seller,
+        vin=car_vin,
+        model_code="ID4-PRO",
+        occurred_at=at(-60),
+    )
+    resale = event("identity.vehicle_linked", customer_id=buyer, vin=car_vin, model_code="ID4-PRO")
+    await _handler(store).handle([_Record("identity.events", 0, link)], NOW)
+
+    dying = _DiesBeforeWriting(stack.redis_cluster_url, car)
+    await dying.start()
+    with pytest.raises(ConnectionError):
+        await _handler(dying).handle([_Record("identity.events", 1, resale)], NOW)
+    await dying.close()
+    seller_between = await _state(store, seller_key)
+    car_between = await _state(store, car)
+
+    await _handler(store).handle([_Record("identity.events", 1, resale)], NOW)
+
+    # The seller, reached only through the car's owner, was written first ...
+    assert car_vin not in seller_between["vehicles"]
+    assert car_between["owner"] == seller
+    # ... so the redelivered resale still found the car's previous state and finished.
+    final_car, final_buyer = await _state(store, car), await _state(store, buyer_key)
+    assert final_car["owner"] == buyer
+    assert car_vin in final_buyer["vehicles"]
+
+
+async def test_a_batch_whose_routes_reach_each_other_is_applied_event_by_event(
+    store: RedisClusterStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cancellation reaches the car through the owner's booking while a resale
+    reaches the owner through the car: no order of split writes suits both at once."""
+    caplog.set_level(logging.INFO, logger="pitlane.ingest")
+    owner, buyer, car_vin = unique("C"), unique("C"), vin()
+    history = [
+        event("identity.vehicle_linked", customer_id=owner, vin=car_vin, model_code="ID4-PRO",
+              occurred_at=at(-120)),
+        event("booking.service_booked", customer_id=owner, booking_id="SV-1", vin=car_vin,
+              dealer_id="D1", scheduled_at=at(86_400), occurred_at=at(-60)),
+    ]  # fmt: skip
+    both = [
+        event("booking.cancelled", customer_id=owner, booking_id="SV-1"),
+        event("identity.vehicle_linked", customer_id=buyer, vin=car_vin, model_code="ID4-PRO"),
+    ]
+    await _handler(store).handle(
+        [_Record(e["type"].split(".")[0] + ".events", i, e) for i, e in enumerate(history)], NOW
+    )
+
+    result = await _handler(store).handle(
+        [_Record(e["type"].split(".")[0] + ".events", 2 + i, e) for i, e in enumerate(both)], NOW
+    )
+
+    car = await _state(store, entities.vehicle(car_vin))
+    assert "applying the batch one event at a time" in caplog.text
+    assert result.dead_letters == 0
+    assert car["owner"] == buyer
+    assert car["booking"] is None
+    assert car_vin not in (await _state(store, entities.customer(owner)))["vehicles"]
+
+
+def test_a_worker_on_the_cluster_fires_triggers_and_serves_the_dealer_view(
+    stack: EmbeddedStack, tmp_path: Path
+) -> None:
+    customer = unique("C")
+    env = embedded_worker_env(
+        stack,
+        redis_url=stack.redis_cluster_url,
+        redis_cluster=True,
+        consumer_group=unique("group"),
+        abandonment_window_s=3,
+        sweep_interval_s=0.2,
+    )
+    producer = KafkaProducer(bootstrap_servers=stack.bootstrap_servers, acks="all")
+    consent = event("identity.consent_updated", customer_id=customer, channel="email", granted=True)
+    messages = [
+        ("identity.events", consent),
+        *(("configurator.events", option_click(customer, code)) for code in ("A", "B", "C")),
+    ]
+    for topic, value in messages:
+        producer.send(topic, key=customer.encode(), value=orjson.dumps(value))
+    producer.flush()
+    producer.close()
+
+    with WorkerProcess(env, free_port(), tmp_path / "worker.log") as worker:
+        worker.wait_ready()
+        triggers = read_matching(
+            stack.bootstrap_servers,
+            "campaign.abandoned-configuration",
+            lambda t: t["customer_id"] == customer,
+            timeout_s=30,
+        )
+        status, view = wait_for(lambda: (r := worker.get(f"/customers/{customer}"))[0] == 200 and r)
+
+    assert len(triggers) == 1
+    assert status == 200
+    assert view["customer_id"] == customer
