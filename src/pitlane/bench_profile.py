@@ -50,7 +50,9 @@ HANDLER = ("pitlane/ingest.py", "handle")
 
 
 @dataclass(frozen=True, slots=True)
-class _Record:
+class Record:
+    """A consumed Kafka record, as the handler sees one."""
+
     topic: str
     partition: int
     offset: int
@@ -110,7 +112,7 @@ def profile_handler(
     reporter: Reporter,
 ) -> HandlerProfile:
     """Apply `messages` twice through a BatchHandler: once timed, once under cProfile."""
-    records = [_Record(m.topic, 0, offset, m.key, m.value) for offset, m in enumerate(messages)]
+    records = [Record(m.topic, 0, offset, m.key, m.value) for offset, m in enumerate(messages)]
     # A worker writes the handler's log lines to its log; here they would flood the
     # terminal. A handler that drops them keeps the cost of making them.
     quiet = logging.NullHandler()
@@ -122,7 +124,7 @@ def profile_handler(
 
 
 def _profile(
-    records: Sequence[_Record],
+    records: Sequence[Record],
     topics: Topics,
     settings: Settings,
     batch_size: int,
@@ -131,13 +133,13 @@ def _profile(
     with EmbeddedStack(topics) as stack:
         local = settings.model_copy(update={"redis_url": SecretStr(stack.redis_url)})
         reporter.phase("handler alone, in process (timed)", len(records))
-        wall_s, cpu_s = asyncio.run(_apply(records, local, topics, batch_size, reporter))
+        wall_s, cpu_s = asyncio.run(time_handler(records, local, topics, batch_size, reporter))
         with redis.Redis.from_url(stack.redis_url) as client:
             client.flushdb()
         reporter.phase("handler alone, in process (under cProfile)", len(records))
         profiler = cProfile.Profile()
         profiler.enable()
-        asyncio.run(_apply(records, local, topics, batch_size, reporter))
+        asyncio.run(time_handler(records, local, topics, batch_size, reporter))
         profiler.disable()
     functions = _functions(profiler)
 
@@ -166,14 +168,15 @@ def _profile(
     )
 
 
-async def _apply(
-    records: Sequence[_Record],
+async def time_handler(
+    records: Sequence[Record],
     settings: Settings,
     topics: Topics,
     batch_size: int,
     reporter: Reporter,
 ) -> tuple[float, float]:
-    """Wall and CPU seconds of handling every record, `batch_size` at a time."""
+    """Wall and CPU seconds of handling every record, `batch_size` at a time, on the
+    Redis `settings` name; each batch is then committed, as a worker's would be."""
     store = make_store(settings)
     await store.start()
     # The worker's collector policy, so the rate here compares with a worker's; starting
