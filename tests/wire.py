@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -13,6 +13,8 @@ import redis
 from kafka import KafkaConsumer, TopicPartition
 
 from pitlane.adapters.redis_store import decode
+from pitlane.bench_profile import Record
+from pitlane.ingest import OutMessage
 
 T = TypeVar("T")
 
@@ -104,3 +106,21 @@ def read_matching(
         return found
     finally:
         consumer.close()
+
+
+def records(topic: str, *events: dict[str, Any], start: int = 0) -> list[Record]:
+    """`events` as consecutive records of partition 0 of `topic`, from offset `start`."""
+    return [Record(topic, 0, start + i, None, orjson.dumps(e)) for i, e in enumerate(events)]
+
+
+class Sink:
+    """Collects what a batch handler produces, in place of a broker."""
+
+    def __init__(self) -> None:
+        self.messages: list[OutMessage] = []
+
+    async def publish(self, messages: Sequence[OutMessage]) -> None:
+        self.messages.extend(messages)
+
+    def on(self, topic: str) -> list[dict[str, Any]]:
+        return [orjson.loads(m.value) for m in self.messages if m.topic == topic]

@@ -8,54 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from redis.exceptions import RedisError
 
 import pitlane.ingest
 from pitlane.adapters.redis_store import RedisStore, VersionConflict, Write, redis_key
 from pitlane.domain import entities
-from pitlane.ingest import BatchHandler, OutMessage
+from pitlane.ingest import BatchHandler
 from pitlane.settings import Settings
 from pitlane.stack.embedded import EmbeddedStack, find_redis_server, free_port
 from pitlane.topics import load_topics
-from wire import at, event, option_click, unique, vin
+from wire import Sink, at, event, option_click, records, unique, vin
 
 pytestmark = pytest.mark.integration
-
-
-@dataclass(frozen=True)
-class Record:
-    """A consumed Kafka record, as the handler sees one."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
-
-class Sink:
-    """Collects what the handler produces, as a test sink (no broker involved)."""
-
-    def __init__(self) -> None:
-        self.messages: list[OutMessage] = []
-
-    async def publish(self, messages: Sequence[OutMessage]) -> None:
-        self.messages.extend(messages)
-
-    def on(self, topic: str) -> list[dict[str, Any]]:
-        return [orjson.loads(m.value) for m in self.messages if m.topic == topic]
-
-
-def _records(topic: str, *events: dict[str, Any], start: int = 0) -> list[Record]:
-    return [Record(topic, 0, start + i, None, orjson.dumps(e)) for i, e in enumerate(events)]
 
 
 @pytest.fixture
@@ -99,7 +69,7 @@ async def test_a_poisonous_event_goes_to_deadletter_and_the_rest_apply(
     handler = _handler(store, sink)
 
     result = await handler.handle(
-        _records(
+        records(
             "configurator.events", option_click(customer, "A"), poison, option_click(customer, "B")
         ),
         datetime.now(UTC),
@@ -116,7 +86,7 @@ async def test_a_batch_redelivered_after_a_crash_changes_nothing(store: RedisSto
     """More events of one customer than its id window keeps, written but not committed
     when the worker died: the restarted worker reads them all again."""
     customer = unique("C")
-    burst = _records(
+    burst = records(
         "configurator.events", *(option_click(customer, f"ACC-{i}") for i in range(40)), start=100
     )
     await _handler(store, Sink()).handle(burst, datetime.now(UTC))
@@ -132,11 +102,11 @@ async def test_committed_events_are_forgotten_on_the_next_write(store: RedisStor
     customer = unique("C")
     handler = _handler(store, Sink())
     first = [option_click(customer, f"ACC-{i}") for i in range(3)]
-    await handler.handle(_records("configurator.events", *first, start=10), datetime.now(UTC))
+    await handler.handle(records("configurator.events", *first, start=10), datetime.now(UTC))
     handler.committed({("configurator.events", 0): 13})
 
     last = option_click(customer, "LAST")
-    await handler.handle(_records("configurator.events", last, start=13), datetime.now(UTC))
+    await handler.handle(records("configurator.events", last, start=13), datetime.now(UTC))
 
     loaded = await store.load([entities.customer(customer)])
     profile = loaded[entities.customer(customer)].state
@@ -163,7 +133,7 @@ async def test_redis_outage_raises_and_dead_letters_nothing(tmp_path: Path) -> N
 
     with pytest.raises((RedisError, OSError)):
         await _handler(outage_store, sink).handle(
-            _records("configurator.events", option_click(unique("C"), "A")), datetime.now(UTC)
+            records("configurator.events", option_click(unique("C"), "A")), datetime.now(UTC)
         )
 
     assert sink.messages == []
@@ -189,12 +159,12 @@ async def test_two_workers_racing_on_one_customer_both_land(
     await slow.start()
     racing = asyncio.create_task(
         _handler(slow, Sink()).handle(
-            _records("configurator.events", option_click(customer, "A")), datetime.now(UTC)
+            records("configurator.events", option_click(customer, "A")), datetime.now(UTC)
         )
     )
     await first_read.wait()
     await _handler(store, Sink()).handle(
-        _records("configurator.events", option_click(customer, "B")), datetime.now(UTC)
+        records("configurator.events", option_click(customer, "B")), datetime.now(UTC)
     )
     release.set()
     result = await racing
@@ -215,10 +185,10 @@ async def test_event_clock_holds_events_until_the_watermark_passes_them(
     late = option_click(customer, "B", occurred_at="2026-11-02T08:00:30Z")
     moves_watermark = option_click(unique("C"), "X", occurred_at="2026-11-02T08:01:10Z")
 
-    await handler.handle(_records("configurator.events", early, late), datetime.now(UTC))
+    await handler.handle(records("configurator.events", early, late), datetime.now(UTC))
     held = handler.committable({("configurator.events", 0): 2})
     await handler.handle(
-        _records("configurator.events", moves_watermark, start=2), datetime.now(UTC)
+        records("configurator.events", moves_watermark, start=2), datetime.now(UTC)
     )
     after = handler.committable({("configurator.events", 0): 3})
 
@@ -274,7 +244,7 @@ async def test_a_due_deadline_fires_on_exactly_one_of_two_sweeping_workers(
     clicks = [option_click(customer, code, occurred_at="2026-11-02T08:00:00Z") for code in "ABC"]
     sink = Sink()
     await _handler(store, sink, abandonment_window_s=86_400 * 365 * 10).handle(
-        _records("identity.events", consent) + _records("configurator.events", *clicks),
+        records("identity.events", consent) + records("configurator.events", *clicks),
         datetime.now(UTC),
     )
     assert await store.deadline(entities.customer(customer)) is not None
@@ -326,13 +296,13 @@ async def test_consent_revoked_by_another_worker_holds_back_the_cars_trigger(
     due = event("telematics.reading", vin=car, odometer_km=14_900)
     sink = Sink()
     mine = _handler(store, sink)
-    await mine.handle(_records("identity.events", *linked), datetime.now(UTC))
+    await mine.handle(records("identity.events", *linked), datetime.now(UTC))
     other = RedisStore(redis_url)
     await other.start()
-    await _handler(other, Sink()).handle(_records("identity.events", revoked), datetime.now(UTC))
+    await _handler(other, Sink()).handle(records("identity.events", revoked), datetime.now(UTC))
     await other.close()
 
-    await mine.handle(_records("telematics.events", due), datetime.now(UTC))
+    await mine.handle(records("telematics.events", due), datetime.now(UTC))
 
     assert [t for t in sink.on("campaign.service-due") if t["customer_id"] == customer] == []
     held = [s for s in sink.on("pitlane.suppressed") if s["trigger"]["customer_id"] == customer]

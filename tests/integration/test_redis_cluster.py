@@ -4,7 +4,7 @@ of a split write, and a whole worker firing triggers and serving the dealer view
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,12 +17,12 @@ from pitlane.adapters.redis_cluster_store import RedisClusterStore
 from pitlane.adapters.redis_store import VersionConflict, Write, redis_key
 from pitlane.domain import entities
 from pitlane.domain.entities import EntityKey
-from pitlane.ingest import BatchHandler, OutMessage
+from pitlane.ingest import BatchHandler
 from pitlane.settings import Settings
 from pitlane.stack.embedded import EmbeddedStack, free_port
 from pitlane.topics import load_topics
 from pitlane.worker_process import WorkerProcess, embedded_worker_env
-from wire import at, event, option_click, read_matching, unique, vin, wait_for
+from wire import Sink, at, event, option_click, read_matching, records, unique, vin, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -43,24 +43,14 @@ async def store(stack: EmbeddedStack) -> AsyncIterator[RedisClusterStore]:
     await cluster_store.close()
 
 
-class _Record:
-    def __init__(self, topic: str, offset: int, value: dict[str, Any]) -> None:
-        self.topic, self.partition, self.offset = topic, 0, offset
-        self.key: bytes | None = None
-        self.value: bytes | None = orjson.dumps(value)
-
-
-class _Sink:
-    def __init__(self) -> None:
-        self.messages: list[OutMessage] = []
-
-    async def publish(self, messages: Sequence[OutMessage]) -> None:
-        self.messages.extend(messages)
+def _topic(event: dict[str, Any]) -> str:
+    """The input topic an event type is published on (`booking.cancelled`: booking.events)."""
+    return f"{event['type'].split('.')[0]}.events"
 
 
 def _handler(store: RedisClusterStore) -> BatchHandler:
     settings = Settings(redis_cluster=True)
-    return BatchHandler(settings, store, _Sink(), load_topics(settings.topics_file))
+    return BatchHandler(settings, store, Sink(), load_topics(settings.topics_file))
 
 
 async def _state(store: RedisClusterStore, key: EntityKey) -> dict[str, Any]:
@@ -74,7 +64,7 @@ async def test_a_batch_across_every_node_is_read_and_written(store: RedisCluster
     keys = [entities.customer(c) for c in customers]
     nodes = {store.cluster.get_node_from_key(redis_key(k)).name for k in keys}
     picks = [option_click(c, code) for c in customers for code in ("A", "B", "C")]  # engaged
-    clicks = [_Record("configurator.events", i, pick) for i, pick in enumerate(picks)]
+    clicks = records("configurator.events", *picks)
 
     result = await _handler(store).handle(clicks, NOW)
 
@@ -130,17 +120,17 @@ async def test_a_resale_cut_short_between_its_writes_is_completed_by_redelivery(
         occurred_at=at(-60),
     )
     resale = event("identity.vehicle_linked", customer_id=buyer, vin=car_vin, model_code="ID4-PRO")
-    await _handler(store).handle([_Record("identity.events", 0, link)], NOW)
+    await _handler(store).handle(records("identity.events", link), NOW)
 
     dying = _DiesBeforeWriting(stack.redis_cluster_url, car)
     await dying.start()
     with pytest.raises(ConnectionError):
-        await _handler(dying).handle([_Record("identity.events", 1, resale)], NOW)
+        await _handler(dying).handle(records("identity.events", resale, start=1), NOW)
     await dying.close()
     seller_between = await _state(store, seller_key)
     car_between = await _state(store, car)
 
-    await _handler(store).handle([_Record("identity.events", 1, resale)], NOW)
+    await _handler(store).handle(records("identity.events", resale, start=1), NOW)
 
     # The seller, reached only through the car's owner, was written first ...
     assert car_vin not in seller_between["vehicles"]
@@ -169,11 +159,11 @@ async def test_a_batch_whose_routes_reach_each_other_is_applied_event_by_event(
         event("identity.vehicle_linked", customer_id=buyer, vin=car_vin, model_code="ID4-PRO"),
     ]
     await _handler(store).handle(
-        [_Record(e["type"].split(".")[0] + ".events", i, e) for i, e in enumerate(history)], NOW
+        [r for i, e in enumerate(history) for r in records(_topic(e), e, start=i)], NOW
     )
 
     result = await _handler(store).handle(
-        [_Record(e["type"].split(".")[0] + ".events", 2 + i, e) for i, e in enumerate(both)], NOW
+        [r for i, e in enumerate(both) for r in records(_topic(e), e, start=2 + i)], NOW
     )
 
     car = await _state(store, entities.vehicle(car_vin))

@@ -29,12 +29,10 @@ from redis.exceptions import NoScriptError
 from pitlane.adapters.redis_store import (
     CLAIM_DUE,
     COMPARE_AND_SET,
-    Loaded,
     RedisStore,
     VersionConflict,
     Write,
     compare_and_set_arguments,
-    decode,
     redis_key,
     timer_member,
     timer_shard,
@@ -68,12 +66,9 @@ class RedisClusterStore(RedisStore):
         assert isinstance(client, RedisCluster)
         return client
 
-    async def load(self, keys: Sequence[EntityKey]) -> dict[EntityKey, Loaded]:
-        """Every entity in `keys`: one MGET per slot, one round trip per node."""
-        if not keys:
-            return {}
-        raws = await self.cluster.mget_nonatomic([redis_key(k) for k in keys])
-        return {key: decode(raw) for key, raw in zip(keys, raws, strict=True)}
+    async def _mget(self, names: list[str]) -> list[Any]:
+        """One MGET per slot, one round trip per node."""
+        return await self.cluster.mget_nonatomic(names)
 
     async def write(
         self,

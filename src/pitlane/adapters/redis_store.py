@@ -278,8 +278,11 @@ class RedisStore:
         """Every entity in `keys`, in one round trip."""
         if not keys:
             return {}
-        raws = await self.redis.mget([redis_key(k) for k in keys])
+        raws = await self._mget([redis_key(k) for k in keys])
         return {key: decode(raw) for key, raw in zip(keys, raws, strict=True)}
+
+    async def _mget(self, names: list[str]) -> list[Any]:
+        return await self.redis.mget(names)
 
     async def write(
         self,
