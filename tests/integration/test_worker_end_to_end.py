@@ -13,8 +13,9 @@ import pytest
 import redis
 
 from pitlane.adapters.redis_store import decode
+from pitlane.domain.entities import event_tag
 from pitlane.worker_process import WorkerProcess
-from wire import customer_key, event, stored, wait_for
+from wire import customer_key, event, option_click, stored, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -197,3 +198,22 @@ def test_operator_sweep_command_is_obeyed_and_unknown_ones_are_reported(
 
     wait_for(lambda: "control: sweeping due deadlines now" in worker.log_tail(400))
     wait_for(lambda: "ignoring unknown command" in worker.log_tail(400))
+
+
+def test_a_profile_forgets_an_event_once_its_offset_is_committed(
+    worker: WorkerProcess, produce: Callable[..., None], redis_client: redis.Redis
+) -> None:
+    """The worker tells the handler what it committed; the next write of the profile
+    drops the events a redelivery can no longer bring back, so `pend` stays small."""
+    customer = f"C-{uuid.uuid4().hex[:8]}"
+    first, second = (option_click(customer, code) for code in ("A", "B"))
+
+    produce("configurator.events", customer, first)
+    pending_after_first = wait_for(lambda: (p := _profile(redis_client, customer)) and p["pend"])
+    produce("configurator.events", customer, second)
+    wait_for(lambda: (p := _profile(redis_client, customer)) and p["sessions"]["S1"]["n"] == 2)
+    profile = _profile(redis_client, customer)
+
+    assert profile is not None
+    assert [list(tags) for tags in pending_after_first.values()] == [[event_tag(first["event_id"])]]
+    assert [list(tags) for tags in profile["pend"].values()] == [[event_tag(second["event_id"])]]
