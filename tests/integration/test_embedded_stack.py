@@ -149,6 +149,25 @@ def test_stop_ends_every_service_and_restores_signal_handlers() -> None:
     assert {s: signal.getsignal(s) for s in handlers_before} == handlers_before
 
 
+def test_a_redis_cluster_serves_every_slot_and_stops_with_the_stack() -> None:
+    with EmbeddedStack(redis_cluster_nodes=3) as stack:
+        pids = stack.pids
+        cluster = redis.RedisCluster.from_url(stack.redis_cluster_url)
+        cluster.set("{a}", 1)
+        cluster.set("{b}", 2)
+        primaries = len(cluster.get_primaries())
+        cluster.close()
+
+    assert set(pids) == {"redis", "broker", "redis-cluster-0", "redis-cluster-1", "redis-cluster-2"}
+    assert primaries == 3
+    assert not any(alive(pid) for pid in pids.values())
+
+
+def test_a_redis_cluster_needs_three_primaries() -> None:
+    with pytest.raises(ValueError, match="at least 3"):
+        EmbeddedStack(redis_cluster_nodes=2)
+
+
 def test_with_block_stops_a_stack_started_before_it() -> None:
     stack = EmbeddedStack().start()
     with stack as entered:

@@ -275,7 +275,8 @@ class EmbeddedStack:
 
     @property
     def pids(self) -> dict[str, int]:
-        """Process id of each started service (`redis`, `broker`), e.g. to check cleanup."""
+        """Process id of each started service (`redis`, `broker`, `redis-cluster-N`), e.g.
+        to check cleanup."""
         return {name: service.process.pid for name, service in self._services.items()}
 
     @property
