@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Protocol
 
 import orjson
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from pitlane.adapters.redis_store import Loaded, RedisStore, VersionConflict, Write
 from pitlane.domain.apply import apply
@@ -56,9 +56,17 @@ class ConflictsPersist(Exception):
     """Other workers kept changing the same entities; the batch is retried later."""
 
 
-INFRASTRUCTURE_ERRORS = (RedisError, OSError, PublishFailed, ConflictsPersist)
+INFRASTRUCTURE_ERRORS = (
+    RedisError,
+    RedisClusterException,
+    OSError,
+    PublishFailed,
+    ConflictsPersist,
+)
 """Failures of the world around a batch: retry the batch. Anything else is a defect
-that one event triggers, and that event alone goes to the dead-letter topic."""
+that one event triggers, and that event alone goes to the dead-letter topic.
+(redis-py's cluster client raises `RedisClusterException`, not a `RedisError`, for
+slots no primary serves.)"""
 
 
 class RawRecord(Protocol):

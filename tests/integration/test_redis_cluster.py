@@ -4,6 +4,8 @@ of a split write, and a whole worker firing triggers and serving the dealer view
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,12 +14,13 @@ from typing import Any
 import orjson
 import pytest
 from kafka import KafkaProducer
+from redis.exceptions import SlotNotCoveredError
 
 from pitlane.adapters.redis_cluster_store import RedisClusterStore
 from pitlane.adapters.redis_store import VersionConflict, Write, redis_key
 from pitlane.domain import entities
 from pitlane.domain.entities import EntityKey
-from pitlane.ingest import BatchHandler
+from pitlane.ingest import INFRASTRUCTURE_ERRORS, BatchHandler
 from pitlane.settings import Settings
 from pitlane.stack.embedded import EmbeddedStack, free_port
 from pitlane.topics import load_topics
@@ -172,6 +175,49 @@ async def test_a_batch_whose_routes_reach_each_other_is_applied_event_by_event(
     assert car["owner"] == buyer
     assert car["booking"] is None
     assert car_vin not in (await _state(store, entities.customer(owner)))["vehicles"]
+
+
+async def test_a_dead_primary_stalls_the_batch_and_dead_letters_nothing() -> None:
+    """Slots without a live primary are an outage to wait out, not bad events."""
+    with EmbeddedStack(redis_cluster_nodes=3) as own:
+        store = RedisClusterStore(own.redis_cluster_url)
+        await store.start()
+        os.kill(own.pids["redis-cluster-1"], signal.SIGKILL)
+        sink = Sink()
+        clicks = records(
+            "configurator.events", *(option_click(unique("C"), "A") for _ in range(30))
+        )
+        handler = BatchHandler(
+            Settings(redis_cluster=True), store, sink, load_topics(Settings().topics_file)
+        )
+
+        with pytest.raises(INFRASTRUCTURE_ERRORS):
+            await handler.handle(clicks, NOW)
+        await store.close()
+
+    assert sink.messages == []
+
+
+class _SlotsUncovered(RedisClusterStore):
+    """A cluster whose slot map has a hole (mid-reshard, or a primary lost for good)."""
+
+    async def _mget(self, names: list[str]) -> list[Any]:
+        raise SlotNotCoveredError('Slot "42" not covered by the cluster.')
+
+
+async def test_an_uncovered_slot_is_an_outage_not_a_bad_event(stack: EmbeddedStack) -> None:
+    store = _SlotsUncovered(stack.redis_cluster_url)
+    await store.start()
+    sink = Sink()
+    handler = BatchHandler(
+        Settings(redis_cluster=True), store, sink, load_topics(Settings().topics_file)
+    )
+
+    with pytest.raises(SlotNotCoveredError):
+        await handler.handle(records("configurator.events", option_click(unique("C"), "A")), NOW)
+    await store.close()
+
+    assert sink.messages == []
 
 
 def test_a_worker_on_the_cluster_fires_triggers_and_serves_the_dealer_view(
