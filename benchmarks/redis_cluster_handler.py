@@ -1,7 +1,11 @@
 """What Redis Cluster costs the worker: the batch handler on one Redis primary and on
-a three-primary cluster, same events, alternating rounds (this machine's speed drifts).
+a three-primary cluster (one script call per slot, and per node where every primary
+runs Redis 7), same events, alternating rounds (this machine's speed drifts).
 
     python benchmarks/redis_cluster_handler.py [--events 100000] [--rounds 3]
+
+The embedded stack takes the first redis-server on the PATH; put a Redis 7 first
+(`PATH=/usr/bin:$PATH` on Debian) to measure the per-node scripts too.
 
 The handler runs in this process (no Kafka in the measured loop), so the figures are
 the handler's own CPU per 100,000 events, comparable with `pitlane bench --profile`.
@@ -15,12 +19,15 @@ import asyncio
 import json
 import logging
 import statistics
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import redis
 from pydantic import SecretStr
 from redis.cluster import RedisCluster
 
+from pitlane.adapters.redis_cluster_store import RedisClusterStore
+from pitlane.adapters.redis_store import RedisStore, make_store
 from pitlane.bench import BenchConfig, build_workload
 from pitlane.bench_harness import Silent
 from pitlane.bench_profile import Record, time_handler
@@ -42,22 +49,36 @@ def main() -> None:
     topics = load_topics(settings.topics_file)
     workload = build_workload(BenchConfig(events=options.events), datetime.now(UTC))
     records = [Record(m.topic, 0, i, m.key, m.value) for i, m in enumerate(workload.messages)]
-    runs: dict[str, list[dict[str, float]]] = {"single": [], "cluster": []}
     with EmbeddedStack(topics, redis_cluster_nodes=3) as stack:
-        stores = {
-            "single": settings.model_copy(update={"redis_url": SecretStr(stack.redis_url)}),
-            "cluster": settings.model_copy(
-                update={"redis_url": SecretStr(stack.redis_cluster_url), "redis_cluster": True}
+        with redis.Redis.from_url(stack.redis_url) as single:
+            version = str(single.info("server")["redis_version"])
+        single_settings = settings.model_copy(update={"redis_url": SecretStr(stack.redis_url)})
+        cluster_settings = settings.model_copy(
+            update={"redis_url": SecretStr(stack.redis_cluster_url), "redis_cluster": True}
+        )
+        stores: dict[str, tuple[Settings, Callable[[], RedisStore]]] = {
+            "single": (single_settings, lambda: make_store(single_settings)),
+            "cluster per slot": (
+                cluster_settings,
+                lambda: RedisClusterStore(stack.redis_cluster_url, per_node_scripts=False),
             ),
         }
+        if int(version.split(".")[0]) >= 7:
+            stores["cluster per node"] = (
+                cluster_settings,
+                lambda: RedisClusterStore(stack.redis_cluster_url, per_node_scripts=True),
+            )
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in stores}
         for _ in range(options.rounds):
-            for name, store_settings in stores.items():
+            for name, (store_settings, store) in stores.items():
                 with redis.Redis.from_url(stack.redis_url) as single:
                     single.flushall()
                 with RedisCluster.from_url(stack.redis_cluster_url) as cluster:
                     cluster.flushall()
                 wall, cpu = asyncio.run(
-                    time_handler(records, store_settings, topics, options.batch_size, Silent())
+                    time_handler(
+                        records, store(), store_settings, topics, options.batch_size, Silent()
+                    )
                 )
                 runs[name].append(
                     {
@@ -70,6 +91,7 @@ def main() -> None:
             {
                 "events": len(records),
                 "batch_size": options.batch_size,
+                "redis_version": version,
                 **{
                     name: {
                         "median_events_per_s": statistics.median(r["events_per_s"] for r in rounds),

