@@ -109,6 +109,14 @@ async def test_a_batch_across_every_node_is_read_and_written(store: RedisCluster
     assert all([await store.deadline(k) for k in keys])  # every abandonment deadline is armed
 
 
+async def test_watermarks_only_move_forward(store: RedisClusterStore) -> None:
+    partition = f"{unique('topic')}:0"
+    await store.write([], None, {partition: 20.0})
+    await store.write([], None, {partition: 10.0})
+
+    assert (await store.partition_marks())[partition] == 20.0
+
+
 async def test_a_moved_version_in_any_slot_is_a_conflict(store: RedisClusterStore) -> None:
     fresh = [entities.customer(unique("C")) for _ in range(5)]
     stale = entities.customer(unique("C"))
