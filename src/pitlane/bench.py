@@ -62,6 +62,7 @@ class BenchConfig:
     latency_seconds: float = 10.0
     profile: bool = False
     timeout_s: float = 900.0
+    redis_cluster: bool = False
 
     def __post_init__(self) -> None:
         if min(self.events, self.customers, self.batch_size, self.workers, self.repeat) < 1:
@@ -138,7 +139,13 @@ def run_bench(
 
     runs = [
         measure_pitlane(
-            messages, topics, config.workers, config.batch_size, reporter, config.timeout_s
+            messages,
+            topics,
+            config.workers,
+            config.batch_size,
+            reporter,
+            config.timeout_s,
+            config.redis_cluster,
         )
         for _ in range(config.repeat)
     ]
@@ -149,7 +156,9 @@ def run_bench(
         for name, script in peer_scripts.items()
     ]
     sweep = [
-        measure_pitlane(messages, topics, config.workers, size, reporter, config.timeout_s)[0]
+        measure_pitlane(
+            messages, topics, config.workers, size, reporter, config.timeout_s, config.redis_cluster
+        )[0]
         for size in config.sweep_batch_sizes
     ]
     latency = [
@@ -164,6 +173,7 @@ def run_bench(
             config.latency_seconds,
             reporter,
             config.timeout_s,
+            config.redis_cluster,
         )
         for load in config.latency_loads
     ]

@@ -69,10 +69,16 @@ def input_partitions(topics: Topics) -> frozenset[str]:
 
 
 def start_workers(
-    stack: EmbeddedStack, count: int, group: str, batch_size: int
+    stack: EmbeddedStack, count: int, group: str, batch_size: int, redis_cluster: bool = False
 ) -> list[WorkerProcess]:
-    """Launch `count` workers in one consumer group; returns at once, all running."""
-    common = embedded_worker_env(stack, consumer_group=group, batch_max_records=batch_size)
+    """Launch `count` workers in one consumer group, on the stack's Redis Cluster if
+    `redis_cluster`; returns at once, all running."""
+    on_cluster = (
+        {"redis_url": stack.redis_cluster_url, "redis_cluster": True} if redis_cluster else {}
+    )
+    common = embedded_worker_env(
+        stack, consumer_group=group, batch_max_records=batch_size, **on_cluster
+    )
     workers: list[WorkerProcess] = []
     try:
         for index in range(count):
@@ -149,6 +155,18 @@ def wait_until(
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def redis_stack(topics: Topics, redis_cluster: bool) -> EmbeddedStack:
+    """A stack for one measurement, with a three-primary Redis Cluster if asked."""
+    return EmbeddedStack(topics, redis_cluster_nodes=3 if redis_cluster else 0)
+
+
+def redis_pids(stack: EmbeddedStack, redis_cluster: bool) -> list[int]:
+    """The redis-server processes the workers use: the cluster's primaries, or one."""
+    if not redis_cluster:
+        return [stack.pids["redis"]]
+    return [pid for name, pid in stack.pids.items() if name.startswith("redis-cluster-")]
 
 
 def cpu_seconds(process_id: int) -> float:

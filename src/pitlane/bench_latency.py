@@ -48,13 +48,13 @@ from pitlane.bench_harness import (
     new_group,
     owned_partitions,
     percentiles,
+    redis_stack,
     start_workers,
     stop_workers,
     wait_until,
 )
 from pitlane.settings import Settings
 from pitlane.simulate import SimulatedMessage, publish
-from pitlane.stack.embedded import EmbeddedStack
 from pitlane.topics import Topics
 
 PLAN_KM = 15_000
@@ -102,6 +102,7 @@ def measure_latency(
     seconds: float,
     reporter: Reporter,
     timeout_s: float,
+    redis_cluster: bool = False,
 ) -> Latency:
     """Offer `load_fraction` of `peak_per_s` for `seconds`: `background`, with probes mixed in.
 
@@ -114,8 +115,10 @@ def measure_latency(
     count = max(1, min(round(rate * seconds) // PROBE_EVERY, fitting))
     total = count * PROBE_EVERY
     probes = [(f"LAT{index:07d}", f"LATVIN{index:011d}") for index in range(count)]
-    with EmbeddedStack(topics) as stack:
-        processes = start_workers(stack, workers, new_group("bench-latency"), batch_size)
+    with redis_stack(topics, redis_cluster) as stack:
+        processes = start_workers(
+            stack, workers, new_group("bench-latency"), batch_size, redis_cluster
+        )
         try:
             reporter.phase(f"latency at {load_fraction:.0%} of peak: worker(s) joining")
             expected = input_partitions(topics)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+from redis.cluster import RedisCluster
 
 from pitlane.adapters.redis_store import redis_key
 from pitlane.bench_harness import (
@@ -36,6 +37,8 @@ from pitlane.bench_harness import (
     peak_rss_mib,
     percentiles,
     preload,
+    redis_pids,
+    redis_stack,
     start_workers,
     stop_workers,
 )
@@ -120,19 +123,28 @@ def measure_pitlane(
     batch_size: int,
     reporter: Reporter,
     timeout_s: float,
+    redis_cluster: bool = False,
 ) -> tuple[Throughput, RedisFootprint]:
-    """Preload a fresh stack, let `workers` workers drain it, measure rate, CPU and memory."""
-    with EmbeddedStack(topics) as stack:
+    """Preload a fresh stack, let `workers` workers drain it, measure rate, CPU and memory.
+
+    With `redis_cluster` the workers use a three-primary Redis Cluster; Redis CPU and
+    memory are then the sums over its primaries.
+    """
+    with redis_stack(topics, redis_cluster) as stack:
         preload(stack, messages, reporter)
-        client = redis.Redis.from_url(stack.redis_url)
+        client: redis.Redis | RedisCluster = (
+            RedisCluster.from_url(stack.redis_cluster_url)
+            if redis_cluster
+            else redis.Redis.from_url(stack.redis_url)
+        )
         try:
-            client.flushdb()
-            used_before = int(client.info("memory")["used_memory"])
-            processes = start_workers(stack, workers, new_group("bench"), batch_size)
+            client.flushall()
+            used_before = _server(client)[1]
+            processes = start_workers(stack, workers, new_group("bench"), batch_size, redis_cluster)
             try:
                 result = _drain(
                     processes,
-                    stack.pids["redis"],
+                    redis_pids(stack, redis_cluster),
                     topics,
                     len(messages),
                     batch_size,
@@ -149,7 +161,7 @@ def measure_pitlane(
 
 def _drain(
     workers: Sequence[WorkerProcess],
-    redis_pid: int,
+    redis_pids: Sequence[int],
     topics: Topics,
     total: int,
     batch_size: int,
@@ -172,7 +184,7 @@ def _drain(
                     now,
                     sum(map(consumed, stats)),
                     _cpu(workers),
-                    cpu_seconds(redis_pid),
+                    sum(map(cpu_seconds, redis_pids)),
                     open=True,
                 )
                 reporter.phase(f"draining {total:,} events (batch {batch_size})", total)
@@ -183,7 +195,7 @@ def _drain(
             reported = done
             if done >= total:
                 ended_at, cpu = now, _cpu(workers) - window.cpu_before
-                redis_cpu = cpu_seconds(redis_pid) - window.redis_cpu_before
+                redis_cpu = sum(map(cpu_seconds, redis_pids)) - window.redis_cpu_before
                 peak_rss = max(peak_rss_mib(w.pid) for w in workers if w.pid is not None)
                 break
         if now > deadline:
@@ -224,16 +236,16 @@ def _cpu(workers: Sequence[WorkerProcess]) -> float:
     return sum(cpu_seconds(w.pid) for w in workers if w.pid is not None)
 
 
-def redis_footprint(client: redis.Redis, used_before: int) -> RedisFootprint:
+def redis_footprint(client: redis.Redis | RedisCluster, used_before: int) -> RedisFootprint:
     """Key counts, sampled MEMORY USAGE per entity kind, and used_memory growth."""
     kinds: dict[str, KeySizes] = {}
     for kind in ("customer", "anonymous", "vehicle"):
         kinds[kind] = _key_sizes(client, kind)
     entities = sum(sizes.keys for sizes in kinds.values())
-    info = client.info()
-    delta = int(info["used_memory"]) - used_before
+    version, used = _server(client)
+    delta = used - used_before
     return RedisFootprint(
-        redis_version=str(info["redis_version"]),
+        redis_version=version,
         used_memory_delta=delta,
         entities=entities,
         bytes_per_entity=round(delta / entities, 1) if entities else 0.0,
@@ -241,7 +253,16 @@ def redis_footprint(client: redis.Redis, used_before: int) -> RedisFootprint:
     )
 
 
-def _key_sizes(client: redis.Redis, kind: EntityKind) -> KeySizes:
+def _server(client: redis.Redis | RedisCluster) -> tuple[str, int]:
+    """The server's version and `used_memory`, summed over a cluster's primaries."""
+    if isinstance(client, RedisCluster):
+        infos = list(client.info(target_nodes=RedisCluster.PRIMARIES).values())
+    else:
+        infos = [client.info()]
+    return str(infos[0]["redis_version"]), sum(int(info["used_memory"]) for info in infos)
+
+
+def _key_sizes(client: redis.Redis | RedisCluster, kind: EntityKind) -> KeySizes:
     # The store's own key function with a glob for the id: the pattern cannot drift.
     pattern = redis_key(EntityKey(kind, "*"))
     keys: list[bytes] = []

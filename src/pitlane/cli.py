@@ -92,6 +92,9 @@ def bench(
     profile: Annotated[
         bool, typer.Option(help="Profile the batch handler in process (cProfile).")
     ] = False,
+    redis_cluster: Annotated[
+        bool, typer.Option(help="Run pitlane's workers on a three-primary Redis Cluster.")
+    ] = False,
     plots: Annotated[Path | None, typer.Option(help="Write PNG charts to this directory.")] = None,
     timeout: Annotated[float, typer.Option(help="Longest wait for any one run, s.")] = 900,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
@@ -119,6 +122,7 @@ def bench(
             latency_seconds=latency_seconds,
             profile=profile,
             timeout_s=timeout,
+            redis_cluster=redis_cluster,
         )
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error

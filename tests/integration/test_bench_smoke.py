@@ -76,3 +76,31 @@ def test_bench_reports_every_documented_figure(tmp_path: Path) -> None:
     assert profile["handler_s"] > 0
     assert [stage["share"] > 0 for stage in profile["stages"]].count(True) >= 5
     assert (tmp_path / "bench-latency-vs-load.png").stat().st_size > 0
+
+
+def test_bench_on_a_redis_cluster_drains_everything_and_measures_every_primary() -> None:
+    command = [
+        sys.executable, "-m", "pitlane", "bench",
+        "--events", str(EVENTS),
+        "--customers", "400",
+        "--vehicles", "160",
+        "--batch-size", "50",
+        "--latency-loads", "0.1",
+        "--latency-seconds", "1",
+        "--redis-cluster",
+        "--timeout", "120",
+        "--json",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=170, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+
+    assert report["config"]["redis_cluster"] is True
+    assert report["pitlane"]["consumed"] == EVENTS
+    assert report["pitlane"]["redis_cpu_s_per_100k"] > 0  # summed over the primaries
+    kinds = report["redis"]["kinds"]
+    assert kinds["vehicle"]["keys"] == 160  # every car: SCAN reached every primary
+    assert kinds["customer"]["sampled"] == kinds["customer"]["keys"] > 0
+    assert report["redis"]["bytes_per_entity"] > 0
+    [latency] = report["latency"]
+    assert latency["arrived"] == latency["expected"] > 0
