@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,24 +21,29 @@ pytestmark = pytest.mark.integration
 EVENTS = 3_000
 
 
-def test_bench_reports_every_documented_figure(tmp_path: Path) -> None:
+def _bench(*options: str) -> dict[str, Any]:
+    """The JSON report of `pitlane bench` on the tiny workload, with `options`."""
     command = [
         sys.executable, "-m", "pitlane", "bench",
         "--events", str(EVENTS),
         "--customers", "400",
         "--vehicles", "160",
         "--batch-size", "50",
-        "--repeat", "2",
-        "--latency-loads", "0.1",
         "--latency-seconds", "1",
-        "--profile",
-        "--plots", str(tmp_path),
         "--timeout", "120",
         "--json",
+        *options,
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=170, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout)
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
+
+
+def test_bench_reports_every_documented_figure(tmp_path: Path) -> None:
+    report = _bench(
+        "--repeat", "2", "--latency-loads", "0.1", "--profile", "--plots", str(tmp_path)
+    )  # fmt: skip
 
     assert set(report) == {
         "started_at", "machine", "config", "workload", "pitlane", "repeats", "redis",
@@ -79,21 +85,7 @@ def test_bench_reports_every_documented_figure(tmp_path: Path) -> None:
 
 
 def test_bench_on_a_redis_cluster_drains_everything_and_measures_every_primary() -> None:
-    command = [
-        sys.executable, "-m", "pitlane", "bench",
-        "--events", str(EVENTS),
-        "--customers", "400",
-        "--vehicles", "160",
-        "--batch-size", "50",
-        "--latency-loads", "0.1",
-        "--latency-seconds", "1",
-        "--redis-cluster",
-        "--timeout", "120",
-        "--json",
-    ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=170, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout)
+    report = _bench("--latency-loads", "0.1", "--redis-cluster")
 
     assert report["config"]["redis_cluster"] is True
     assert report["pitlane"]["consumed"] == EVENTS
