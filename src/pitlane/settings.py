@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     )
     redis_cluster: bool = Field(
         False,
-        description="`redis_url` names a node of a Redis Cluster: read and write per slot.",
+        description="`redis_url` names a node of a Redis Cluster: read and write per node.",
     )
     clock: Literal["wall", "event"] = Field(
         "wall",
