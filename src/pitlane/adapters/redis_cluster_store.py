@@ -111,15 +111,15 @@ class RedisClusterStore(RedisStore):
         """One read per node (per-node scripts) or one MGET per slot, one round trip."""
         if not self.per_node_scripts:
             return await self.cluster.mget_nonatomic(names)
-        nodes = self._by_node(range(len(names)), lambda i: names[i])
+        nodes = self._by_node(range(len(names)), names.__getitem__)
         replies = await self._pipeline(
             [
                 (node, ("EVALSHA", self._shas[NODE_READ], 0, *(names[i] for i in indexes)))
-                for node, indexes in nodes.values()
+                for node, indexes in nodes
             ]
         )
         values: list[Any] = [None] * len(names)
-        for (_, indexes), reply in zip(nodes.values(), replies, strict=True):
+        for (_, indexes), reply in zip(nodes, replies, strict=True):
             for index, value in zip(indexes, reply, strict=True):
                 values[index] = value
         return values
@@ -153,25 +153,22 @@ class RedisClusterStore(RedisStore):
     def _group(self, items: Sequence[T], name: Callable[[T], str]) -> list[list[T]]:
         """`items` in groups one script call can take: by node or by slot."""
         if self.per_node_scripts:
-            return [
-                [items[i] for i in ix]
-                for _, ix in self._by_node(range(len(items)), lambda i: name(items[i])).values()
-            ]
+            return [group for _, group in self._by_node(items, name)]
         slots: dict[int, list[T]] = {}
         for item in items:
             slots.setdefault(key_slot(name(item).encode()), []).append(item)
         return list(slots.values())
 
     def _by_node(
-        self, indexes: Iterable[int], name: Callable[[int], str]
-    ) -> dict[str, tuple[ClusterNode, list[int]]]:
-        """`indexes` by the primary that holds the key `name(index)`."""
-        nodes: dict[str, tuple[ClusterNode, list[int]]] = {}
+        self, items: Iterable[T], name: Callable[[T], str]
+    ) -> list[tuple[ClusterNode, list[T]]]:
+        """`items` by the primary that holds the key `name(item)`."""
+        nodes: dict[str, tuple[ClusterNode, list[T]]] = {}
         manager = self.cluster.nodes_manager
-        for index in indexes:
-            node = manager.get_node_from_slot(key_slot(name(index).encode()))
-            nodes.setdefault(node.name, (node, []))[1].append(index)
-        return nodes
+        for item in items:
+            node = manager.get_node_from_slot(key_slot(name(item).encode()))
+            nodes.setdefault(node.name, (node, []))[1].append(item)
+        return list(nodes.values())
 
     async def _compare_and_set(self, calls: list[_Call]) -> None:
         """Run `calls` in one pipeline; raise VersionConflict for the first that lost."""
