@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from pitlane.domain.dedupe import partition_name
 from pitlane.simulate import SimulatedMessage, publish
 from pitlane.stack.embedded import EmbeddedStack, free_port
 from pitlane.topics import Topics
@@ -61,7 +62,7 @@ def preload(stack: EmbeddedStack, messages: Sequence[SimulatedMessage], reporter
 def input_partitions(topics: Topics) -> frozenset[str]:
     """Every input partition as the worker's `/health` names it (`topic:partition`)."""
     return frozenset(
-        f"{spec.topic}:{partition}"
+        partition_name(spec.topic, partition)
         for spec in topics.topics
         if spec.role == "input"
         for partition in range(spec.partitions)

@@ -23,7 +23,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from pitlane.adapters.redis_store import Loaded, RedisStore, VersionConflict, Write
 from pitlane.domain.apply import apply
 from pitlane.domain.decide import Decisions, decide, decision_keys
-from pitlane.domain.dedupe import Position, settle
+from pitlane.domain.dedupe import Position, partition_name, settle
 from pitlane.domain.entities import EntityKey
 from pitlane.domain.events import InputEvent, InvalidEvent, decode_event
 from pitlane.domain.outputs import dead_letter
@@ -153,7 +153,7 @@ class BatchHandler:
         letters: list[OutMessage] = []
         marks: dict[str, float] = {}
         for record in records:
-            partition = f"{record.topic}:{record.partition}"
+            partition = partition_name(record.topic, record.partition)
             # The first offset read from a partition is where the group had committed.
             self._committed.setdefault(partition, record.offset)
             try:
@@ -175,7 +175,7 @@ class BatchHandler:
         at = self._decision_time(now)
         if self._event_clock:
             events, sources = self._release(events, sources, at)
-        positions = [(f"{r.topic}:{r.partition}", r.offset) for r in sources]
+        positions = [(partition_name(r.topic, r.partition), r.offset) for r in sources]
         try:
             await self._transact(events, positions, [], at, result, marks)
         except INFRASTRUCTURE_ERRORS:
@@ -232,7 +232,7 @@ class BatchHandler:
         """The consumer committed `offsets`: events below them are never redelivered,
         so entities written from now on can forget them."""
         for (topic, partition), offset in offsets.items():
-            name = f"{topic}:{partition}"
+            name = partition_name(topic, partition)
             self._committed[name] = max(offset, self._committed.get(name, offset))
 
     def forget_partitions(self, partitions: set[tuple[str, int]]) -> None:
@@ -241,7 +241,7 @@ class BatchHandler:
         for position in [p for p in self._pending if (p[0], p[1]) in partitions]:
             del self._pending[position]
         for topic, partition in partitions:
-            self._committed.pop(f"{topic}:{partition}", None)
+            self._committed.pop(partition_name(topic, partition), None)
 
     async def fire_due(self, now: datetime, limit: int = 500) -> BatchResult:
         """Decide every entity whose deadline has passed; they are leased to this worker."""

@@ -22,7 +22,12 @@ from collections.abc import Mapping
 from pitlane.domain.profile import State
 
 Position = tuple[str, int]
-"""Where an event was read from: (`topic:partition`, offset)."""
+"""Where an event was read from: (`partition_name`, offset)."""
+
+
+def partition_name(topic: str, partition: int) -> str:
+    """How an input partition is named wherever one is stored or reported."""
+    return f"{topic}:{partition}"
 
 
 def already_applied(state: State, tag: str) -> bool:

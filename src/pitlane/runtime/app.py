@@ -17,6 +17,7 @@ import faust
 from faust.web import Request, Response, View
 
 from pitlane.adapters.redis_store import make_store
+from pitlane.domain.dedupe import partition_name
 from pitlane.ingest import BatchHandler, OutMessage, PublishFailed
 from pitlane.profiles import lookup_customer
 from pitlane.runtime.consumer import BatchConsumer, WorkerStats
@@ -120,7 +121,9 @@ def build_app(settings: Settings, topics: Topics) -> faust.App:
         return web.json(
             {
                 "ready": ready,
-                "partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in consumer.assigned),
+                "partitions": sorted(
+                    partition_name(tp.topic, tp.partition) for tp in consumer.assigned
+                ),
             },
             status=200 if ready else 503,
         )

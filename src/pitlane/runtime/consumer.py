@@ -21,6 +21,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
+from pitlane.domain.dedupe import partition_name
 from pitlane.ingest import BatchHandler, BatchResult
 from pitlane.runtime.collector import BatchCollector
 from pitlane.settings import Settings
@@ -176,7 +177,7 @@ class BatchConsumer:
         ]
         ends = await consumer.end_offsets(partitions)
         self._handler.expect_partitions(
-            {f"{tp.topic}:{tp.partition}" for tp, end in ends.items() if end > 0}
+            {partition_name(tp.topic, tp.partition) for tp, end in ends.items() if end > 0}
         )
 
     async def _apply_until_done(self, records: list[Any]) -> None:
