@@ -179,6 +179,11 @@ def cpu_seconds(process_id: int) -> float:
     return (utime + stime + cutime + cstime) / _CLOCK_TICKS
 
 
+def workers_cpu_seconds(workers: Sequence[WorkerProcess]) -> float:
+    """CPU seconds the running `workers` have spent so far, together."""
+    return sum(cpu_seconds(w.pid) for w in workers if w.pid is not None)
+
+
 def peak_rss_mib(process_id: int) -> float:
     """The most resident memory a process has had (VmHWM), in MiB, from /proc."""
     for line in Path(f"/proc/{process_id}/status").read_text().splitlines():

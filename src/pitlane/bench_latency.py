@@ -52,10 +52,12 @@ from pitlane.bench_harness import (
     start_workers,
     stop_workers,
     wait_until,
+    workers_cpu_seconds,
 )
 from pitlane.settings import Settings
 from pitlane.simulate import SimulatedMessage, publish
 from pitlane.topics import Topics
+from pitlane.worker_process import WorkerProcess
 
 PLAN_KM = 15_000
 """Service plan of every probe car."""
@@ -89,6 +91,14 @@ class Latency:
     p95_ms: float | None
     p99_ms: float | None
     max_ms: float | None
+    worker_cpu_s_per_100k: float | None
+    """CPU the worker(s) spent per 100,000 records they consumed while the load was sent
+    (None if they consumed none): compare with the main run's drain."""
+    worker_vcpu: float
+    """The worker(s)' CPU while the load was sent, in vCPUs (1.0: one vCPU all the time)."""
+    driver_vcpu: float
+    """This process's CPU meanwhile (the producer offering the load, the progress bar):
+    on one machine it competes with the worker(s) for the same cores."""
 
 
 def measure_latency(
@@ -145,6 +155,7 @@ def measure_latency(
                     total,
                 )
                 started = time.monotonic()
+                before = _Usage.now(processes)
                 offered = publish(
                     stack.bootstrap_servers,
                     _mixed(background, readings, sent_at),
@@ -152,6 +163,7 @@ def measure_latency(
                     pace=rate,
                 ).total
                 sending_s = time.monotonic() - started
+                usage = _Usage.now(processes).since(before)
                 reporter.phase("waiting for the last triggers")
                 arrived = watch.wait_for(sent_at.keys(), DRAIN_TIMEOUT_S)
         finally:
@@ -170,7 +182,37 @@ def measure_latency(
         p95_ms=None if spread is None else round(spread.p95, 1),
         p99_ms=None if spread is None else round(spread.p99, 1),
         max_ms=None if spread is None else round(spread.max, 1),
+        worker_cpu_s_per_100k=(
+            round(usage.worker_cpu_s / usage.consumed * 100_000, 2) if usage.consumed else None
+        ),
+        worker_vcpu=round(usage.worker_cpu_s / sending_s, 2),
+        driver_vcpu=round(usage.driver_cpu_s / sending_s, 2),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Usage:
+    """CPU spent so far by the workers and by this (the driver's) process, and the
+    records the workers consumed: read before and after the load to tell what it cost."""
+
+    worker_cpu_s: float
+    driver_cpu_s: float
+    consumed: int
+
+    @classmethod
+    def now(cls, workers: Sequence[WorkerProcess]) -> _Usage:
+        return cls(
+            workers_cpu_seconds(workers),
+            time.process_time(),
+            sum(consumed(w.stats()) for w in workers),
+        )
+
+    def since(self, earlier: _Usage) -> _Usage:
+        return _Usage(
+            self.worker_cpu_s - earlier.worker_cpu_s,
+            self.driver_cpu_s - earlier.driver_cpu_s,
+            self.consumed - earlier.consumed,
+        )
 
 
 def _mixed(

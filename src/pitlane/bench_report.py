@@ -75,6 +75,9 @@ def report_tables(report: BenchReport) -> Group:
             "p95 ms",
             "p99 ms",
             "max ms",
+            "worker CPU s/100k",
+            "worker vCPU",
+            "driver vCPU",
             title="event to trigger latency (campaign.service-due), mixed load with probes",
         )
         for point in report.latency:
@@ -84,6 +87,9 @@ def report_tables(report: BenchReport) -> Group:
                 f"{point.achieved_per_s:,.0f}",
                 f"{point.arrived:,}/{point.expected:,}",
                 *(_ms(v) for v in (point.p50_ms, point.p95_ms, point.p99_ms, point.max_ms)),
+                "-" if point.worker_cpu_s_per_100k is None else f"{point.worker_cpu_s_per_100k}",
+                f"{point.worker_vcpu:.2f}",
+                f"{point.driver_vcpu:.2f}",
             )
         parts.append(latency)
     if report.profile is not None:

@@ -41,6 +41,7 @@ from pitlane.bench_harness import (
     redis_stack,
     start_workers,
     stop_workers,
+    workers_cpu_seconds,
 )
 from pitlane.domain.entities import EntityKey, EntityKind
 from pitlane.simulate import SimulatedMessage
@@ -183,7 +184,7 @@ def _drain(
                 window = _Window(
                     now,
                     sum(map(consumed, stats)),
-                    _cpu(workers),
+                    workers_cpu_seconds(workers),
                     sum(map(cpu_seconds, redis_pids)),
                     open=True,
                 )
@@ -194,7 +195,7 @@ def _drain(
             reporter.advance(done - reported)
             reported = done
             if done >= total:
-                ended_at, cpu = now, _cpu(workers) - window.cpu_before
+                ended_at, cpu = now, workers_cpu_seconds(workers) - window.cpu_before
                 redis_cpu = sum(map(cpu_seconds, redis_pids)) - window.redis_cpu_before
                 peak_rss = max(peak_rss_mib(w.pid) for w in workers if w.pid is not None)
                 break
@@ -230,10 +231,6 @@ def _drain(
         triggers=dict(triggers),
         worker_peak_rss_mib=round(peak_rss, 1),
     )
-
-
-def _cpu(workers: Sequence[WorkerProcess]) -> float:
-    return sum(cpu_seconds(w.pid) for w in workers if w.pid is not None)
 
 
 def redis_footprint(client: redis.Redis | RedisCluster, used_before: int) -> RedisFootprint:

@@ -7,6 +7,7 @@ assertion here is about speed.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -76,6 +77,9 @@ def test_bench_reports_every_documented_figure(tmp_path: Path) -> None:
     assert latency["offered"] == latency["expected"] * PROBE_EVERY  # probes ride on the mix
     assert latency["arrived"] == latency["expected"]
     assert 0 < latency["p50_ms"] <= latency["p95_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+    assert latency["worker_cpu_s_per_100k"] > 0  # the workers consumed the load meanwhile
+    assert 0 < latency["worker_vcpu"] <= (os.cpu_count() or 1)
+    assert 0 < latency["driver_vcpu"] <= (os.cpu_count() or 1)
 
     profile = report["profile"]
     assert profile["events"] == EVENTS
