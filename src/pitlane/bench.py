@@ -59,6 +59,9 @@ class BenchConfig:
     peers: bool = False
     sweep_batch_sizes: tuple[int, ...] = ()
     latency_loads: tuple[float, ...] = (0.5,)
+    latency_rates: tuple[float, ...] = ()
+    """Latency loads in events/s, measured after those of `latency_loads`: the same
+    offered rate in every run, where a fraction of each run's own peak drifts with it."""
     latency_seconds: float = 10.0
     profile: bool = False
     timeout_s: float = 900.0
@@ -71,6 +74,8 @@ class BenchConfig:
             raise ValueError("batch sizes must be positive")
         if any(load <= 0 for load in self.latency_loads):
             raise ValueError("latency loads are positive fractions of the peak")
+        if any(rate <= 0 for rate in self.latency_rates):
+            raise ValueError("latency rates are positive events per second")
 
 
 @dataclass(frozen=True)
@@ -175,7 +180,10 @@ def run_bench(
             config.timeout_s,
             config.redis_cluster,
         )
-        for load in config.latency_loads
+        for load in (
+            *config.latency_loads,
+            *(rate / main.events_per_s for rate in config.latency_rates),
+        )
     ]
     profile = (
         profile_handler(messages, topics, settings, config.batch_size, reporter)

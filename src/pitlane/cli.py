@@ -86,6 +86,10 @@ def bench(
     latency_loads: Annotated[
         str, typer.Option(help="Comma-separated fractions of peak for latency; '' for none.")
     ] = "0.5",
+    latency_rates: Annotated[
+        str,
+        typer.Option(help="Comma-separated latency loads in events/s, after --latency-loads."),
+    ] = "",
     latency_seconds: Annotated[
         float, typer.Option(min=0.1, help="How long each latency load is offered, s.")
     ] = 10.0,
@@ -119,6 +123,7 @@ def bench(
             peers=peers,
             sweep_batch_sizes=tuple(int(v) for v in sweep_batch_sizes.split(",") if v.strip()),
             latency_loads=tuple(float(v) for v in latency_loads.split(",") if v.strip()),
+            latency_rates=tuple(float(v) for v in latency_rates.split(",") if v.strip()),
             latency_seconds=latency_seconds,
             profile=profile,
             timeout_s=timeout,

@@ -43,7 +43,8 @@ def _bench(*options: str) -> dict[str, Any]:
 
 def test_bench_reports_every_documented_figure(tmp_path: Path) -> None:
     report = _bench(
-        "--repeat", "2", "--latency-loads", "0.1", "--profile", "--plots", str(tmp_path)
+        "--repeat", "2", "--latency-loads", "0.1", "--latency-rates", "150",
+        "--profile", "--plots", str(tmp_path),
     )  # fmt: skip
 
     assert set(report) == {
@@ -71,7 +72,10 @@ def test_bench_reports_every_documented_figure(tmp_path: Path) -> None:
     assert redis["kinds"]["customer"]["mean_bytes"] > 0
     assert redis["bytes_per_entity"] > 0
 
-    [latency] = report["latency"]
+    latency, at_rate = report["latency"]
+    assert latency["load_fraction"] == 0.1
+    assert at_rate["offered_per_s"] == 150  # the same rate whatever this run's peak
+    assert at_rate["arrived"] == at_rate["expected"] > 0
     assert latency["expected"] > 0
     assert latency["sent"] == latency["expected"]
     assert latency["offered"] == latency["expected"] * PROBE_EVERY  # probes ride on the mix
