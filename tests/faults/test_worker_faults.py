@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +37,10 @@ def producer(stack: EmbeddedStack) -> Iterator[KafkaProducer]:
     client.close()
 
 
-def _worker(stack: EmbeddedStack, redis_url: str, group: str, tmp_path: Path) -> WorkerProcess:
+def _worker(
+    stack: EmbeddedStack, redis_url: str, group: str, tmp_path: Path, name: str = "worker"
+) -> WorkerProcess:
+    """A worker of `group`; workers running side by side need names of their own."""
     env = embedded_worker_env(
         stack,
         redis_url=redis_url,
@@ -44,8 +48,9 @@ def _worker(stack: EmbeddedStack, redis_url: str, group: str, tmp_path: Path) ->
         abandonment_window_s=3,
         sweep_interval_s=0.2,
         batch_max_records=100,
+        data_dir=tmp_path / name,
     )
-    return WorkerProcess(env, free_port(), tmp_path / f"{group}.log")
+    return WorkerProcess(env, free_port(), tmp_path / f"{group}-{name}.log")
 
 
 def _send(producer: KafkaProducer, topic: str, key: str, value: dict[str, object]) -> None:
@@ -91,6 +96,48 @@ def test_worker_killed_mid_stream_loses_nothing_and_applies_nothing_twice(
 
     assert applied_before_restart > 0
     assert counts == {40}
+
+
+def test_a_worker_joining_mid_stream_takes_over_without_losing_or_repeating_events(
+    stack: EmbeddedStack, producer: KafkaProducer, tmp_path: Path
+) -> None:
+    """The rebalance takes partitions from a worker whose last commit may still be in
+    flight; the new owner must start exactly where that commit landed."""
+    redis_url = stack.redis_url.rsplit("/", 1)[0] + "/3"
+    customers = [unique("C") for _ in range(40)]
+    rounds = 60
+    client = redis.Redis.from_url(redis_url)
+    group = unique("group")
+
+    def send_a_click_per_customer_every_200_ms() -> None:
+        for index in range(rounds):
+            for customer in customers:
+                click = option_click(customer, f"ACC-{index}", session_id="S1")
+                _send(producer, "configurator.events", customer, click)
+            producer.flush()
+            time.sleep(0.2)
+
+    sender = threading.Thread(target=send_a_click_per_customer_every_200_ms)
+    with _worker(stack, redis_url, group, tmp_path) as first:
+        first.wait_ready()
+        sender.start()
+        wait_for(lambda: first.stats()["batches"] >= 2)
+        with _worker(stack, redis_url, group, tmp_path, name="second") as second:
+            second.wait_ready()  # its partitions were taken from the first, mid-stream
+            sender.join()
+            wait_for(
+                lambda: all(
+                    (p := stored(client, customer_key(c))) and p["sessions"]["S1"]["n"] >= rounds
+                    for c in customers
+                ),
+                timeout_s=60,
+            )
+            counts = {stored(client, customer_key(c))["sessions"]["S1"]["n"] for c in customers}
+            taken_over = second.stats()["batches"]
+    client.close()
+
+    assert taken_over > 0
+    assert counts == {rounds}
 
 
 def test_deadline_pending_when_the_worker_dies_fires_once_after_restart(
