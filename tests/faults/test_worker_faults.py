@@ -117,7 +117,7 @@ def test_a_worker_joining_mid_stream_takes_over_without_losing_or_repeating_even
             producer.flush()
             time.sleep(0.2)
 
-    sender = threading.Thread(target=send_a_click_per_customer_every_200_ms)
+    sender = threading.Thread(target=send_a_click_per_customer_every_200_ms, daemon=True)
     with _worker(stack, redis_url, group, tmp_path) as first:
         first.wait_ready()
         sender.start()

@@ -95,7 +95,10 @@ class _FinishBatchFirst(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         async with self._lock:
-            await self._commit_landed()
+            try:
+                await self._commit_landed()
+            except Exception as error:  # the new owners read that batch again
+                log.warning("the last commit before the rebalance failed: %s", error)
             log.info("partitions revoked: %s", sorted(str(tp) for tp in revoked))
             self._handler.forget_partitions({(tp.topic, tp.partition) for tp in revoked})
 
