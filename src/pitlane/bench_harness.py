@@ -179,6 +179,11 @@ def cpu_seconds(process_id: int) -> float:
     return (utime + stime + cutime + cstime) / _CLOCK_TICKS
 
 
+def workers_consumed(workers: Sequence[WorkerProcess]) -> int:
+    """Records the running `workers` have consumed so far, together (from `/stats`)."""
+    return sum(consumed(w.stats()) for w in workers)
+
+
 def workers_cpu_seconds(workers: Sequence[WorkerProcess]) -> float:
     """CPU seconds the running `workers` have spent so far, together."""
     return sum(cpu_seconds(w.pid) for w in workers if w.pid is not None)

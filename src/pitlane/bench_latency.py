@@ -42,7 +42,6 @@ from kafka import KafkaConsumer, TopicPartition
 
 from pitlane.bench_harness import (
     Reporter,
-    consumed,
     group_complete,
     input_partitions,
     new_group,
@@ -52,6 +51,7 @@ from pitlane.bench_harness import (
     start_workers,
     stop_workers,
     wait_until,
+    workers_consumed,
     workers_cpu_seconds,
 )
 from pitlane.settings import Settings
@@ -141,7 +141,7 @@ def measure_latency(
             reporter.phase(f"preparing {count:,} consenting owners and their cars", 2 * count)
             publish(stack.bootstrap_servers, _owners(probes), on_sent=reporter.advance)
             wait_until(
-                lambda: sum(consumed(w.stats()) for w in processes) >= 2 * count,
+                lambda: workers_consumed(processes) >= 2 * count,
                 timeout_s,
                 "all owners and cars applied",
                 processes,
@@ -204,7 +204,7 @@ class _Usage:
         return cls(
             workers_cpu_seconds(workers),
             time.process_time(),
-            sum(consumed(w.stats()) for w in workers),
+            workers_consumed(workers),
         )
 
     def since(self, earlier: _Usage) -> _Usage:
