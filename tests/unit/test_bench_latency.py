@@ -4,9 +4,19 @@ into the background load at the documented share."""
 
 from __future__ import annotations
 
+import gc
 import time
+import weakref
 
-from pitlane.bench_latency import PROBE_EVERY, _encode_readings, _mixed, _stamped
+import pytest
+
+from pitlane.bench_latency import (
+    PROBE_EVERY,
+    _encode_readings,
+    _mixed,
+    _stamped,
+    collector_paused,
+)
 from pitlane.domain.events import TelematicsReading, decode_event
 from pitlane.simulate import SimulatedMessage
 
@@ -44,3 +54,44 @@ def test_the_mix_puts_a_probe_in_place_of_every_twentieth_message() -> None:
     others = [m for m in mixed if m.topic != "telematics.events"]
     assert others == background[: 3 * (PROBE_EVERY - 1)]  # in order, none repeated
     assert len(sent_at) == 3
+
+
+class _Node:
+    """Something that can sit in a reference cycle and be watched with a weakref."""
+
+    def __init__(self) -> None:
+        self.other: _Node | None = None
+
+
+def _cycle() -> weakref.ref[_Node]:
+    first, second = _Node(), _Node()
+    first.other, second.other = second, first
+    return weakref.ref(first)
+
+
+def test_while_a_load_runs_the_collector_neither_runs_nor_scans_the_workload() -> None:
+    workload = [[n] for n in range(1_000)]
+
+    with collector_paused():
+        assert not gc.isenabled()
+        assert gc.get_freeze_count() >= len(workload)
+        cycle = _cycle()
+        for _ in range(10_000):  # enough allocations to start many collections
+            _cycle()
+        assert cycle() is not None
+
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == 0
+    gc.collect()
+    assert cycle() is None
+
+
+def test_the_collector_is_given_back_as_it_was_even_when_the_load_fails() -> None:
+    gc.disable()
+    try:
+        with pytest.raises(RuntimeError), collector_paused():
+            raise RuntimeError("the broker went away")
+        assert not gc.isenabled()
+        assert gc.get_freeze_count() == 0
+    finally:
+        gc.enable()
