@@ -21,7 +21,8 @@ producer and a consumer in one process share one GIL: the consumer's fetches and
 timestamps waited for the producer, and on two vCPUs the producer could not keep the
 offered rate. The consumer therefore runs in a process of its own (`TriggerWatch`),
 and every probe is encoded before the clock starts, all but its `occurred_at`, which
-is filled in as it is sent.
+is filled in as it is sent. While the load runs, the driver's garbage collector is
+paused (`collector_paused`).
 """
 
 from __future__ import annotations
