@@ -28,7 +28,6 @@ paused (`collector_paused`).
 from __future__ import annotations
 
 import contextlib
-import gc
 import multiprocessing
 import signal
 import time
@@ -56,6 +55,7 @@ from pitlane.bench_harness import (
     workers_consumed,
     workers_cpu_seconds,
 )
+from pitlane.runtime.collector import BatchCollector
 from pitlane.settings import Settings
 from pitlane.simulate import SimulatedMessage, publish
 from pitlane.topics import Topics
@@ -203,18 +203,15 @@ def collector_paused() -> Iterator[None]:
     empty), then the producer caught up in a burst, and every probe in the burst was
     charged the pause as if pitlane had spent it. What exists is frozen out of reach
     of the collector and collection waits for the end of the load; the load's own
-    garbage is freed by reference counting meanwhile, as the worker does per batch.
+    garbage is freed by reference counting meanwhile: the worker's own policy, without
+    its collections between batches.
     """
-    enabled = gc.isenabled()
-    gc.collect()
-    gc.freeze()
-    gc.disable()
+    collector = BatchCollector()
+    collector.start()
     try:
         yield
     finally:
-        gc.unfreeze()
-        if enabled:
-            gc.enable()
+        collector.stop()
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,9 +35,11 @@ class BatchCollector:
         self._full_every_s = full_every_s
         self._clock = clock
         self._last_full = clock()
+        self._was_enabled = True
 
     def start(self) -> None:
         """Collect and freeze what start-up allocated, then stop automatic collection."""
+        self._was_enabled = gc.isenabled()
         gc.collect()
         gc.freeze()
         gc.disable()
@@ -54,6 +56,7 @@ class BatchCollector:
         gc.freeze()
 
     def stop(self) -> None:
-        """Give the collector back to CPython (tests and tools share the process)."""
+        """Give the collector back as `start` found it (tests and tools share the process)."""
         gc.unfreeze()
-        gc.enable()
+        if self._was_enabled:
+            gc.enable()

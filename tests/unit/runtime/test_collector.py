@@ -52,6 +52,17 @@ def test_start_turns_automatic_collection_off(clock: Clock) -> None:
     assert gc.get_freeze_count() == 0
 
 
+def test_stop_leaves_collection_off_if_start_found_it_off(clock: Clock) -> None:
+    gc.disable()
+    collector = BatchCollector(60, clock)
+    collector.start()
+
+    collector.stop()
+
+    assert not gc.isenabled()
+    assert gc.get_freeze_count() == 0
+
+
 def test_a_cycle_a_batch_dropped_is_collected_after_the_batch(clock: Clock) -> None:
     collector = BatchCollector(60, clock)
     collector.start()
