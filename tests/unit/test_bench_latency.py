@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import gc
 import time
-import weakref
 
 import pytest
 
+from cycles import reference_cycle
 from pitlane.bench_latency import (
     PROBE_EVERY,
     _encode_readings,
@@ -56,28 +56,15 @@ def test_the_mix_puts_a_probe_in_place_of_every_twentieth_message() -> None:
     assert len(sent_at) == 3
 
 
-class _Node:
-    """Something that can sit in a reference cycle and be watched with a weakref."""
-
-    def __init__(self) -> None:
-        self.other: _Node | None = None
-
-
-def _cycle() -> weakref.ref[_Node]:
-    first, second = _Node(), _Node()
-    first.other, second.other = second, first
-    return weakref.ref(first)
-
-
 def test_while_a_load_runs_the_collector_neither_runs_nor_scans_the_workload() -> None:
     workload = [[n] for n in range(1_000)]
 
     with collector_paused():
         assert not gc.isenabled()
         assert gc.get_freeze_count() >= len(workload)
-        cycle = _cycle()
+        cycle = reference_cycle()
         for _ in range(10_000):  # enough allocations to start many collections
-            _cycle()
+            reference_cycle()
         assert cycle() is not None
 
     assert gc.isenabled()

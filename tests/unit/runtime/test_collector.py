@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from cycles import Node, reference_cycle
 from pitlane.runtime.collector import BatchCollector
 
 
@@ -20,24 +21,11 @@ class Clock:
         return self.now
 
 
-class Node:
-    """Something that can sit in a reference cycle and be watched with a weakref."""
-
-    def __init__(self) -> None:
-        self.other: Node | None = None
-
-
 @pytest.fixture
 def clock() -> Iterator[Clock]:
     yield Clock()
     gc.unfreeze()
     gc.enable()
-
-
-def _cycle() -> weakref.ref[Node]:
-    first, second = Node(), Node()
-    first.other, second.other = second, first
-    return weakref.ref(first)
 
 
 def test_start_turns_automatic_collection_off(clock: Clock) -> None:
@@ -66,7 +54,7 @@ def test_stop_leaves_collection_off_if_start_found_it_off(clock: Clock) -> None:
 def test_a_cycle_a_batch_dropped_is_collected_after_the_batch(clock: Clock) -> None:
     collector = BatchCollector(60, clock)
     collector.start()
-    garbage = _cycle()
+    garbage = reference_cycle()
     assert garbage() is not None  # automatic collection is off
 
     collector.after_batch()
