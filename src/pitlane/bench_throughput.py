@@ -49,7 +49,7 @@ from pitlane.stack.embedded import EmbeddedStack
 from pitlane.topics import Topics
 from pitlane.worker_process import WorkerProcess
 
-PEERS = ("naive_faust", "quix_pipeline")
+PEERS = ("naive_faust", "quix_pipeline", "batch_floor")
 """Peer pipelines of benchmarks/peers/, run by `pitlane bench --peers`."""
 MEMORY_SAMPLE = 1_000
 """Keys of each kind whose MEMORY USAGE is read."""

@@ -92,6 +92,20 @@ def test_bench_reports_every_documented_figure(tmp_path: Path) -> None:
     assert (tmp_path / "bench-latency-vs-load.png").stat().st_size > 0
 
 
+def test_bench_runs_every_peer_on_the_same_events() -> None:
+    report = _bench("--peers", "--latency-loads", "")
+
+    assert [peer["pipeline"] for peer in report["peers"]] == [
+        "naive_faust", "quix_pipeline", "batch_floor",
+    ]  # fmt: skip
+    for peer in report["peers"]:
+        assert peer["consumed"] == peer["events"] == EVENTS, peer["pipeline"]
+        assert peer["events_per_s"] > 0
+        ratio = peer["events_per_s"] / report["pitlane"]["events_per_s"]
+        assert peer["ratio_to_pitlane"] == pytest.approx(ratio, abs=0.001)
+    assert report["latency"] == []
+
+
 def test_bench_on_a_redis_cluster_drains_everything_and_measures_every_primary() -> None:
     report = _bench("--latency-loads", "0.1", "--redis-cluster")
 
