@@ -10,7 +10,6 @@ on the order events of one customer arrive in.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +40,7 @@ from pitlane.domain.profile import (
     SINGLE_CHOICE_CATEGORIES,
     State,
     Version,
+    copy_state,
     new_erased_marker,
     new_profile,
     new_vehicle,
@@ -545,7 +545,7 @@ def merge_profile(target: State, source: State, settings: Settings) -> None:
     or after the login that identified it. Nothing of `source` is shared with
     `target`: both stay independently changeable within one batch.
     """
-    source = copy.deepcopy(source)
+    source = copy_state(source)
     dedupe.merge(target, source, settings.dedupe_ids)
     for bound, pick in (("first", min), ("last", max)):
         values = [v for v in (target[bound], source[bound]) if v is not None]

@@ -81,3 +81,22 @@ def new_erased_marker(at: float) -> State:
 def newer(candidate: Version, current: Version | None) -> bool:
     """True when `candidate` should replace `current` (later time, then larger id)."""
     return current is None or (candidate[0], candidate[1]) > (current[0], current[1])
+
+
+def copy_state(state: State) -> State:
+    """A deep copy of `state`, sharing nothing with it.
+
+    State is JSON data (dicts, lists and immutable scalars), so only dicts and lists
+    need copying: several times faster than `copy.deepcopy`, which looks up how to
+    copy every object it meets and remembers each one.
+    """
+    copied: State = _copy_json(state)
+    return copied
+
+
+def _copy_json(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _copy_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copy_json(item) for item in value]
+    return value
