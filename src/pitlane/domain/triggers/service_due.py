@@ -25,6 +25,7 @@ from __future__ import annotations
 import calendar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import lru_cache
 from typing import Any
 
 from pitlane.domain.apply import DAY_S
@@ -93,16 +94,19 @@ def cycle(car: State, settings: Settings) -> Cycle:
             f"service:{service['v'][1]}", service["km"], service["at"], plan["km"], plan["months"]
         )
     registered = car["registered_on"]
-    started_at = None
-    if registered is not None:
-        started_at = datetime.combine(date.fromisoformat(registered), datetime.min.time(), UTC)
     return Cycle(
         INITIAL_CYCLE,
         0.0,
-        None if started_at is None else started_at.timestamp(),
+        None if registered is None else _midnight(registered),
         plan["km"],
         plan["months"],
     )
+
+
+@lru_cache(maxsize=4_096)
+def _midnight(day: str) -> float:
+    """The start (UTC) of an ISO date, in epoch seconds; cached like `add_months`."""
+    return datetime.combine(date.fromisoformat(day), datetime.min.time(), UTC).timestamp()
 
 
 def outlook(car: State, settings: Settings) -> Outlook:
@@ -133,8 +137,13 @@ def outlook(car: State, settings: Settings) -> Outlook:
     )
 
 
+@lru_cache(maxsize=4_096)
 def add_months(epoch_s: float, months: int) -> float:
-    """`months` calendar months after `epoch_s` (UTC), on the month's last day if shorter."""
+    """`months` calendar months after `epoch_s` (UTC), on the month's last day if shorter.
+
+    Cached: deciding about a car asks for its outlook twice (whether it fires, then when
+    to look again), and cars registered on one day share a cycle start.
+    """
     start = datetime.fromtimestamp(epoch_s, UTC)
     index = start.month - 1 + months
     year, month = start.year + index // 12, index % 12 + 1
