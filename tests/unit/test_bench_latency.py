@@ -5,16 +5,21 @@ into the background load at the documented share."""
 from __future__ import annotations
 
 import gc
+import os
+import threading
 import time
 
 import pytest
 
 from cycles import reference_cycle
 from pitlane.bench_latency import (
+    DRIVER_NICENESS,
+    MAX_NICE,
     PROBE_EVERY,
     _encode_readings,
     _mixed,
     _stamped,
+    at_lower_priority,
     collector_paused,
 )
 from pitlane.domain.events import TelematicsReading, decode_event
@@ -82,3 +87,34 @@ def test_the_collector_is_given_back_as_it_was_even_when_the_load_fails() -> Non
         assert gc.get_freeze_count() == 0
     finally:
         gc.enable()
+
+
+def _nice() -> int:
+    return os.getpriority(os.PRIO_PROCESS, 0)  # the calling thread's, on Linux
+
+
+def test_the_load_is_offered_from_a_nicer_thread_whose_threads_inherit_it() -> None:
+    driver = _nice()
+    seen: dict[str, int] = {}
+
+    def offer() -> int:
+        seen["offering"] = _nice()
+        sender = threading.Thread(target=lambda: seen.update(sender=_nice()))
+        sender.start()  # as kafka-python starts its sender thread
+        sender.join()
+        return 42
+
+    assert at_lower_priority(offer) == 42
+    assert seen == {
+        "offering": min(driver + DRIVER_NICENESS, MAX_NICE),
+        "sender": min(driver + DRIVER_NICENESS, MAX_NICE),
+    }
+    assert _nice() == driver  # the driver itself, and what it starts next, keep theirs
+
+
+def test_a_failing_load_raises_in_the_driver() -> None:
+    def offer() -> int:
+        raise RuntimeError("the broker went away")
+
+    with pytest.raises(RuntimeError, match="the broker went away"):
+        at_lower_priority(offer)
