@@ -24,7 +24,7 @@ import orjson
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
-from peer_interface import Meter, arm_timeout, bootstrap_servers, fail, parse_args
+from peer_interface import Meter, arm_timeout, bootstrap_servers, exit_status, fail, parse_args
 
 from pitlane.adapters.redis_store import HiredisPackingConnection
 from pitlane.settings import Settings
@@ -101,9 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(drain(args.broker, args.redis, args.group, topics.inputs, meter))
     except Exception as error:
         return fail(PEER, f"{type(error).__name__}: {error}")
-    if not meter.finished:
-        return fail(PEER, f"stopped after {meter.count} of {meter.expect} records")
-    return 0
+    return exit_status(meter, "the consumer")
 
 
 if __name__ == "__main__":

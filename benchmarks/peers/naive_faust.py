@@ -41,7 +41,7 @@ from typing import Any
 
 import faust
 import redis.asyncio as aioredis
-from peer_interface import Meter, arm_timeout, fail, parse_args
+from peer_interface import Meter, arm_timeout, exit_status, fail, parse_args
 from peer_work import EventWork, States
 
 from pitlane.adapters.redis_store import decode, encode, redis_key, timer_member, timer_shard
@@ -176,9 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                 errors.append(f"the faust worker exited with status {exit_.code}")
     if errors:
         return fail(PEER, errors[0])
-    if not meter.finished:
-        return fail(PEER, f"the worker stopped after {meter.count} of {meter.expect} records")
-    return 0
+    return exit_status(meter, "the worker")
 
 
 if __name__ == "__main__":

@@ -129,3 +129,10 @@ class Meter:
         out.write(json.dumps(report) + "\n")
         out.flush()
         return True
+
+
+def exit_status(meter: Meter, runner: str) -> int:
+    """0 once every record was processed, else the failure of a `runner` that stopped early."""
+    if meter.finished:
+        return 0
+    return fail(meter.peer, f"{runner} stopped after {meter.count} of {meter.expect} records")

@@ -47,7 +47,7 @@ from functools import reduce
 from pathlib import Path
 from typing import Any
 
-from peer_interface import Meter, arm_timeout, bootstrap_servers, fail, parse_args
+from peer_interface import Meter, arm_timeout, bootstrap_servers, exit_status, fail, parse_args
 from peer_work import EventWork, States
 from quixstreams import Application, State, message_context
 from quixstreams.models import Topic
@@ -153,9 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             app.run()
         except Exception as error:
             return fail(PEER, f"{type(error).__name__}: {error}")
-    if not meter.finished:
-        return fail(PEER, f"the application stopped after {meter.count} of {meter.expect} records")
-    return 0
+    return exit_status(meter, "the application")
 
 
 if __name__ == "__main__":
