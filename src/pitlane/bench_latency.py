@@ -32,10 +32,11 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
@@ -76,6 +77,8 @@ DRIVER_NICENESS = 10
 """How much nicer than the driver the thread offering the load runs (`at_lower_priority`)."""
 MAX_NICE = 19
 """The lowest priority Linux has."""
+STOP_TIMEOUT_S = 2.0
+"""How long an interrupted load may take to end before the driver tears the stack down."""
 PROBE_EVERY = 20
 """One message in this many of the offered load is a timed probe (5 %)."""
 WATCH_START_TIMEOUT_S = 30.0
@@ -168,15 +171,17 @@ def measure_latency(
                 with collector_paused():
                     started = time.monotonic()
                     before = _Usage.now(processes)
+                    stop = threading.Event()
                     offered = at_lower_priority(
                         lambda: (
                             publish(
                                 stack.bootstrap_servers,
-                                _mixed(background, readings, sent_at),
+                                until_stopped(_mixed(background, readings, sent_at), stop),
                                 on_sent=reporter.advance,
                                 pace=rate,
                             ).total
-                        )
+                        ),
+                        stop,
                     )
                     sending_s = time.monotonic() - started
                     usage = _Usage.now(processes).since(before)
@@ -227,7 +232,7 @@ def collector_paused() -> Iterator[None]:
         collector.stop()
 
 
-def at_lower_priority(offer: Callable[[], _T]) -> _T:
+def at_lower_priority(offer: Callable[[], _T], stop: threading.Event) -> _T:
     """Run `offer` in a thread that yields the CPU to the system under test.
 
     On one machine the load generator competes with the worker, the broker and Redis
@@ -237,11 +242,44 @@ def at_lower_priority(offer: Callable[[], _T]) -> _T:
     served first. It still gets what they leave, which `achieved_per_s` shows. Linux
     keeps a nice value per thread, so the driver's other threads and the processes it
     starts later (the trigger watcher, whose timestamps must not wait) keep theirs.
+
+    If the driver is interrupted meanwhile (Ctrl-C), `stop` is set, which `offer` is
+    to heed, and the thread gets `STOP_TIMEOUT_S` to end before the driver moves on to
+    tearing the stack down; it is a daemon, so it cannot keep the driver alive.
     """
-    with ThreadPoolExecutor(
-        max_workers=1, thread_name_prefix="offered-load", initializer=_lower_own_priority
-    ) as pool:
-        return pool.submit(offer).result()
+    outcome: Future[_T] = Future()
+
+    def run() -> None:
+        try:
+            _lower_own_priority()
+            outcome.set_result(offer())
+        except BaseException as error:
+            outcome.set_exception(error)
+
+    thread = threading.Thread(target=run, name="offered-load", daemon=True)
+    thread.start()
+    try:
+        return outcome.result()
+    finally:
+        stop.set()
+        thread.join(STOP_TIMEOUT_S)
+
+
+class LoadStopped(Exception):
+    """The driver was interrupted while it offered a load."""
+
+
+def until_stopped(messages: Iterable[_T], stop: threading.Event) -> Iterator[_T]:
+    """`messages`, until `stop` is set: then `LoadStopped` is raised.
+
+    An exception rather than a plain end, so that the producer is closed without
+    waiting to flush: on Ctrl-C the embedded broker is already being stopped, and a
+    flush would wait for acknowledgements that never come.
+    """
+    for message in messages:
+        if stop.is_set():
+            raise LoadStopped("the driver was interrupted")
+        yield message
 
 
 def _lower_own_priority() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 import threading
 import time
 
@@ -16,11 +17,13 @@ from pitlane.bench_latency import (
     DRIVER_NICENESS,
     MAX_NICE,
     PROBE_EVERY,
+    LoadStopped,
     _encode_readings,
     _mixed,
     _stamped,
     at_lower_priority,
     collector_paused,
+    until_stopped,
 )
 from pitlane.domain.events import TelematicsReading, decode_event
 from pitlane.simulate import SimulatedMessage
@@ -98,13 +101,14 @@ def test_the_load_is_offered_from_a_nicer_thread_whose_threads_inherit_it() -> N
     seen: dict[str, int] = {}
 
     def offer() -> int:
+        assert threading.current_thread().daemon  # Ctrl-C need not wait for the load
         seen["offering"] = _nice()
         sender = threading.Thread(target=lambda: seen.update(sender=_nice()))
         sender.start()  # as kafka-python starts its sender thread
         sender.join()
         return 42
 
-    assert at_lower_priority(offer) == 42
+    assert at_lower_priority(offer, threading.Event()) == 42
     assert seen == {
         "offering": min(driver + DRIVER_NICENESS, MAX_NICE),
         "sender": min(driver + DRIVER_NICENESS, MAX_NICE),
@@ -117,4 +121,34 @@ def test_a_failing_load_raises_in_the_driver() -> None:
         raise RuntimeError("the broker went away")
 
     with pytest.raises(RuntimeError, match="the broker went away"):
-        at_lower_priority(offer)
+        at_lower_priority(offer, threading.Event())
+
+
+def test_an_interrupted_driver_stops_the_load_before_it_moves_on() -> None:
+    stop = threading.Event()
+    sent: list[int] = []
+
+    def offer() -> int:
+        for n in until_stopped(range(1_000_000), stop):
+            sent.append(n)
+            time.sleep(0.001)
+        return len(sent)  # never: the load is stopped first
+
+    threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGINT)).start()  # Ctrl-C
+    with pytest.raises(KeyboardInterrupt):
+        at_lower_priority(offer, stop)
+
+    assert stop.is_set()
+    ended = len(sent)
+    time.sleep(0.05)
+    assert 0 < ended == len(sent) < 1_000_000  # it had begun, and stopped with the driver
+
+
+def test_a_stopped_load_raises_instead_of_ending_as_if_complete() -> None:
+    stop = threading.Event()
+    messages = until_stopped(iter(range(10)), stop)
+
+    assert [next(messages), next(messages)] == [0, 1]
+    stop.set()
+    with pytest.raises(LoadStopped):
+        next(messages)
