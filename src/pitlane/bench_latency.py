@@ -272,9 +272,11 @@ class LoadStopped(Exception):
 def until_stopped(messages: Iterable[_T], stop: threading.Event) -> Iterator[_T]:
     """`messages`, until `stop` is set: then `LoadStopped` is raised.
 
-    An exception rather than a plain end, so that the producer is closed without
-    waiting to flush: on Ctrl-C the embedded broker is already being stopped, and a
-    flush would wait for acknowledgements that never come.
+    An exception rather than a plain end, so that `publish` skips its final flush and
+    goes straight to closing the producer, which first unhooks kafka-python's exit
+    handler. On Ctrl-C the embedded broker is already being stopped: a flush would wait
+    for acknowledgements that never come, and at exit that handler would report that
+    its own flush timed out. The abandoned daemon thread ends with the process.
     """
     for message in messages:
         if stop.is_set():
