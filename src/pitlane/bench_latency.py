@@ -171,17 +171,15 @@ def measure_latency(
                 with collector_paused():
                     started = time.monotonic()
                     before = _Usage.now(processes)
-                    stop = threading.Event()
                     offered = at_lower_priority(
-                        lambda: (
+                        lambda stop: (
                             publish(
                                 stack.bootstrap_servers,
                                 until_stopped(_mixed(background, readings, sent_at), stop),
                                 on_sent=reporter.advance,
                                 pace=rate,
                             ).total
-                        ),
-                        stop,
+                        )
                     )
                     sending_s = time.monotonic() - started
                     usage = _Usage.now(processes).since(before)
@@ -232,7 +230,7 @@ def collector_paused() -> Iterator[None]:
         collector.stop()
 
 
-def at_lower_priority(offer: Callable[[], _T], stop: threading.Event) -> _T:
+def at_lower_priority(offer: Callable[[threading.Event], _T]) -> _T:
     """Run `offer` in a thread that yields the CPU to the system under test.
 
     On one machine the load generator competes with the worker, the broker and Redis
@@ -243,16 +241,18 @@ def at_lower_priority(offer: Callable[[], _T], stop: threading.Event) -> _T:
     keeps a nice value per thread, so the driver's other threads and the processes it
     starts later (the trigger watcher, whose timestamps must not wait) keep theirs.
 
-    If the driver is interrupted meanwhile (Ctrl-C), `stop` is set, which `offer` is
-    to heed, and the thread gets `STOP_TIMEOUT_S` to end before the driver moves on to
-    tearing the stack down; it is a daemon, so it cannot keep the driver alive.
+    `offer` is handed an event to heed: if the driver is interrupted meanwhile
+    (Ctrl-C), it is set, and the thread gets `STOP_TIMEOUT_S` to end before the driver
+    moves on to tearing the stack down; it is a daemon, so it cannot keep the driver
+    alive.
     """
     outcome: Future[_T] = Future()
+    stop = threading.Event()
 
     def run() -> None:
         try:
             _lower_own_priority()
-            outcome.set_result(offer())
+            outcome.set_result(offer(stop))
         except BaseException as error:
             outcome.set_exception(error)
 

@@ -100,7 +100,7 @@ def test_the_load_is_offered_from_a_nicer_thread_whose_threads_inherit_it() -> N
     driver = _nice()
     seen: dict[str, int] = {}
 
-    def offer() -> int:
+    def offer(stop: threading.Event) -> int:
         assert threading.current_thread().daemon  # Ctrl-C need not wait for the load
         seen["offering"] = _nice()
         sender = threading.Thread(target=lambda: seen.update(sender=_nice()))
@@ -108,7 +108,7 @@ def test_the_load_is_offered_from_a_nicer_thread_whose_threads_inherit_it() -> N
         sender.join()
         return 42
 
-    assert at_lower_priority(offer, threading.Event()) == 42
+    assert at_lower_priority(offer) == 42
     assert seen == {
         "offering": min(driver + DRIVER_NICENESS, MAX_NICE),
         "sender": min(driver + DRIVER_NICENESS, MAX_NICE),
@@ -117,18 +117,19 @@ def test_the_load_is_offered_from_a_nicer_thread_whose_threads_inherit_it() -> N
 
 
 def test_a_failing_load_raises_in_the_driver() -> None:
-    def offer() -> int:
+    def offer(stop: threading.Event) -> int:
         raise RuntimeError("the broker went away")
 
     with pytest.raises(RuntimeError, match="the broker went away"):
-        at_lower_priority(offer, threading.Event())
+        at_lower_priority(offer)
 
 
 def test_an_interrupted_driver_stops_the_load_before_it_moves_on() -> None:
-    stop = threading.Event()
+    stops: list[threading.Event] = []
     sent: list[int] = []
 
-    def offer() -> int:
+    def offer(stop: threading.Event) -> int:
+        stops.append(stop)
         for n in until_stopped(range(1_000_000), stop):
             sent.append(n)
             time.sleep(0.001)
@@ -136,9 +137,9 @@ def test_an_interrupted_driver_stops_the_load_before_it_moves_on() -> None:
 
     threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGINT)).start()  # Ctrl-C
     with pytest.raises(KeyboardInterrupt):
-        at_lower_priority(offer, stop)
+        at_lower_priority(offer)
 
-    assert stop.is_set()
+    assert [stop.is_set() for stop in stops] == [True]
     ended = len(sent)
     time.sleep(0.05)
     assert 0 < ended == len(sent) < 1_000_000  # it had begun, and stopped with the driver
