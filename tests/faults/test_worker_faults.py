@@ -206,8 +206,14 @@ def test_redis_outage_stalls_the_worker_without_losing_events(
         server = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
         wait_for(lambda: _pings(client))
 
-        profile = wait_for(lambda: stored(client, customer_key(customer)), timeout_s=60)
+        # The clicks may come in more than one batch: wait for the last, then count.
+        wait_for(
+            lambda: (p := stored(client, customer_key(customer))) and p["sessions"]["S1"]["n"] >= 5,
+            timeout_s=60,
+        )
+        profile = stored(client, customer_key(customer))
 
+        assert profile is not None
         assert profile["sessions"]["S1"]["n"] == 5
         assert worker.pid is not None
         os.kill(worker.pid, 0)  # still the same, living worker
