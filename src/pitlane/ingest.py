@@ -166,11 +166,10 @@ class BatchHandler:
             events.append(event)
             sources.append(record)
             result.events[event.type] += 1
-            occurred = event.occurred_at.timestamp()
-            if occurred > marks.get(partition, float("-inf")):
-                marks[partition] = occurred
-        if not self._event_clock:
-            marks.clear()  # only event-clock mode needs them; save the write
+            if self._event_clock:  # only event-clock mode needs the marks
+                occurred = event.occurred_at.timestamp()
+                if occurred > marks.get(partition, float("-inf")):
+                    marks[partition] = occurred
         self._remember(marks)
         at = self._decision_time(now)
         if self._event_clock:
@@ -342,9 +341,9 @@ class BatchHandler:
                     keys = keys_for(event, tx.working, self._salt)
                 if event.type in ROUTES_LOST_BY_APPLYING:
                     routes.append((first, [k for k in keys if k not in first]))
-            occurred = event.occurred_at.timestamp()
             if self._event_clock:
                 # What was due before this event in event time fires first, as it did live.
+                occurred = event.occurred_at.timestamp()
                 before = [k for k in keys if _decidable(k)]
                 _merge(decisions, await self._decide(tx, before, occurred))
             applied = apply(event, tx.working, self._settings, position)
