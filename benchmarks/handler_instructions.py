@@ -2,7 +2,7 @@
 
 A rate on this machine drifts by 10 % from one run to the next, so a change that
 saves a percent or two cannot be seen in events/s. An instruction count does not
-depend on the machine's speed: two counts of the same code differ by about 0.3 %.
+depend on the machine's speed: counts of the same code agree within 0.03 %.
 
     python benchmarks/handler_instructions.py [--events 12000] [--warmup 2000]
 
