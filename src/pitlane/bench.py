@@ -156,16 +156,7 @@ def run_bench(
     ]
     # The median run by rate stands for pitlane: a whole run, so its figures agree.
     main, footprint = sorted(runs, key=lambda run: run[0].events_per_s)[(len(runs) - 1) // 2]
-    peers = [
-        measure_peer(name, script, messages, topics, reporter, config.timeout_s)
-        for name, script in peer_scripts.items()
-    ]
-    sweep = [
-        measure_pitlane(
-            messages, topics, config.workers, size, reporter, config.timeout_s, config.redis_cluster
-        )[0]
-        for size in config.sweep_batch_sizes
-    ]
+    # Right after the peak it is a fraction of: this VM's speed drifts within minutes.
     latency = [
         measure_latency(
             messages,
@@ -184,6 +175,16 @@ def run_bench(
             *config.latency_loads,
             *(rate / main.events_per_s for rate in config.latency_rates),
         )
+    ]
+    peers = [
+        measure_peer(name, script, messages, topics, reporter, config.timeout_s)
+        for name, script in peer_scripts.items()
+    ]
+    sweep = [
+        measure_pitlane(
+            messages, topics, config.workers, size, reporter, config.timeout_s, config.redis_cluster
+        )[0]
+        for size in config.sweep_batch_sizes
     ]
     profile = (
         profile_handler(messages, topics, settings, config.batch_size, reporter)
