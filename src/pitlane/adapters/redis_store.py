@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 from urllib.parse import urlsplit
 
 import orjson
@@ -179,16 +178,14 @@ class HiredisPackingConnection(Connection):
         return packed
 
 
-@dataclass(frozen=True, slots=True)
-class Loaded:
+class Loaded(NamedTuple):
     """An entity as read: its version (0 when absent) and its state (None when absent)."""
 
     version: int
     state: State | None
 
 
-@dataclass(frozen=True, slots=True)
-class Write:
+class Write(NamedTuple):
     """A state to store (None deletes) if the entity is still at `expected_version`.
 
     `phase` orders writes that cannot be atomic (Redis Cluster): lower phases are

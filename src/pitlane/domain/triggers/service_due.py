@@ -23,10 +23,9 @@ deadline.
 from __future__ import annotations
 
 import calendar
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from pitlane.domain.apply import DAY_S
 from pitlane.domain.outputs import ServiceDueContext, ServiceDueReason
@@ -39,8 +38,7 @@ INITIAL_CYCLE = "initial"
 """Episode of the first cycle, which has no completed service to name it."""
 
 
-@dataclass(frozen=True, slots=True)
-class Cycle:
+class Cycle(NamedTuple):
     """The current service cycle: where and when it started, and the plan it runs to.
 
     `id` is the episode: `service:<event id of the completed service>`, or
@@ -55,8 +53,7 @@ class Cycle:
     plan_months: int
 
 
-@dataclass(frozen=True, slots=True)
-class Outlook:
+class Outlook(NamedTuple):
     """Where a vehicle stands in its cycle; every estimate is None when unknown.
 
     Times are epoch seconds: `indicator_at` is when the car's indicator runs out of
