@@ -179,7 +179,11 @@ class HiredisPackingConnection(Connection):
 
 
 class Loaded(NamedTuple):
-    """An entity as read: its version (0 when absent) and its state (None when absent)."""
+    """An entity as read: its version (0 when absent) and its state (None when absent).
+
+    This and `Write` are NamedTuples, built once per entity per batch: a frozen
+    dataclass's `__init__` calls `object.__setattr__` for every field.
+    """
 
     version: int
     state: State | None

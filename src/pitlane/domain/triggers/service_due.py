@@ -43,7 +43,9 @@ class Cycle(NamedTuple):
 
     `id` is the episode: `service:<event id of the completed service>`, or
     `INITIAL_CYCLE`. `started_at` is None when neither a service nor the registration
-    date is known, which leaves only the distance-based rules.
+    date is known, which leaves only the distance-based rules. (This and `Outlook` are
+    NamedTuples, built for every vehicle decided: a frozen dataclass's `__init__`
+    calls `object.__setattr__` for every field.)
     """
 
     id: str
