@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from pitlane.domain import decay, dedupe, entities
 from pitlane.domain.dedupe import Position
@@ -65,16 +65,22 @@ INTEREST_WEIGHTS = {
 """How strongly an action signals interest in the categories it involves."""
 
 
-@dataclass
-class Applied:
+class Applied(Protocol):
     """What applying one event did, for metrics and logs (the state is in `states`)."""
 
-    changed: set[EntityKey] = field(default_factory=set)
-    notes: list[str] = field(default_factory=list)
+    @property
+    def changed(self) -> set[EntityKey]:
+        """The entities whose state the event changed (created, updated or deleted)."""
+
+    @property
+    def notes(self) -> list[str]:
+        """What was dropped or kept, and why."""
 
 
-@dataclass
+@dataclass(slots=True)
 class _Step:
+    """One event being applied; returned as its `Applied` (one object less per event)."""
+
     event: InputEvent
     at: float
     tag: str
@@ -82,7 +88,8 @@ class _Step:
     states: MutableMapping[EntityKey, State | None]
     settings: Settings
     position: Position | None
-    applied: Applied
+    changed: set[EntityKey] = field(default_factory=set)
+    notes: list[str] = field(default_factory=list)
 
     def fresh(self, key: EntityKey, make: Callable[[], State]) -> State | None:
         """The entity's state if this event is new to it, else None (a redelivery).
@@ -96,7 +103,7 @@ class _Step:
         if dedupe.already_applied(state, self.tag):
             return None
         dedupe.remember(state, self.tag, self.position, self.settings.dedupe_ids)
-        self.applied.changed.add(key)
+        self.changed.add(key)
         return state
 
     def profile(self, key: EntityKey) -> State | None:
@@ -115,7 +122,7 @@ class _Step:
         marker = entities.erased_marker(customer_id, self.settings.erasure_salt.get_secret_value())
         if self.states.get(marker) is None:
             return False
-        self.applied.notes.append("dropped: customer erased")
+        self.notes.append("dropped: customer erased")
         return True
 
     def customer(self, customer_id: str) -> State | None:
@@ -138,9 +145,9 @@ def apply(
     """
     at = event.occurred_at.timestamp()
     tag = event_tag(event.event_id)
-    step = _Step(event, at, tag, [at, tag], states, settings, position, Applied())
+    step = _Step(event, at, tag, [at, tag], states, settings, position)
     _HANDLERS[event.type](step)
-    return step.applied
+    return step
 
 
 # --- configurator -----------------------------------------------------------------
@@ -481,7 +488,7 @@ def _telematics(step: _Step) -> None:
     if car is None:
         return
     if not _odometer(car, event.odometer_km, step.at, step.settings):
-        step.applied.notes.append("late reading: odometer kept")
+        step.notes.append("late reading: odometer kept")
         return
     if event.service_remaining_km is not None or event.service_remaining_days is not None:
         car["ind"] = {
@@ -507,7 +514,7 @@ def _customer_identified(step: _Step) -> None:
     event = step.event
     assert isinstance(event, CustomerIdentified)
     if is_junk_id(event.anonymous_id):
-        step.applied.notes.append(f"identity: junk anonymous_id {event.anonymous_id!r} ignored")
+        step.notes.append(f"identity: junk anonymous_id {event.anonymous_id!r} ignored")
         return
     if step.is_erased(event.customer_id):
         return
@@ -519,7 +526,7 @@ def _customer_identified(step: _Step) -> None:
         if visitor is not None:
             visitor["conflicts"].append([event.customer_id, step.at])
             del visitor["conflicts"][:-OWNERS_KEPT]
-        step.applied.notes.append(
+        step.notes.append(
             f"identity conflict: {event.anonymous_id!r} stays with its first customer"
         )
         return
@@ -687,17 +694,17 @@ def _customer_erased(step: _Step) -> None:
     if profile is not None:
         for anonymous_id in profile["anon_ids"]:
             step.states[entities.anonymous(anonymous_id)] = None
-            step.applied.changed.add(entities.anonymous(anonymous_id))
+            step.changed.add(entities.anonymous(anonymous_id))
         for vin in profile["vehicles"]:
             car = step.states.get(entities.vehicle(vin))
             if car is not None:
                 _forget_owner(car, event.customer_id)
-                step.applied.changed.add(entities.vehicle(vin))
+                step.changed.add(entities.vehicle(vin))
     step.states[key] = None
-    step.applied.changed.add(key)
+    step.changed.add(key)
     if step.states.get(marker) is None:
         step.states[marker] = new_erased_marker(step.at)
-        step.applied.changed.add(marker)
+        step.changed.add(marker)
 
 
 def _forget_owner(car: State, customer_id: str) -> None:
