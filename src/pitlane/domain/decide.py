@@ -136,12 +136,13 @@ class _Run:
         profile = self.reachable(car["owner"])
         if profile is None:
             return None
-        firing = service_due.evaluate(car, self.now, self.settings)
+        seen = service_due.outlook(car, self.settings)
+        firing = service_due.evaluate(car, seen, self.now, self.settings)
         if firing is not None:
             self.emit(entities.customer(car["owner"]), profile, firing)
             service_due.mark_fired(car, firing.episode)
             self.out.changed.add(key)
-        return service_due.next_check(car, self.now, self.settings)
+        return service_due.next_check(car, seen, self.now, self.settings)
 
     def emit(self, profile_key: EntityKey, profile: State, firing: Firing) -> str:
         """Publish `firing` as a trigger or a held-back one; returns its id."""

@@ -140,8 +140,7 @@ def outlook(car: State, settings: Settings) -> Outlook:
 def add_months(epoch_s: float, months: int) -> float:
     """`months` calendar months after `epoch_s` (UTC), on the month's last day if shorter.
 
-    Cached: deciding about a car asks for its outlook twice (whether it fires, then when
-    to look again), and cars registered on one day share a cycle start.
+    Cached: cars registered on one day share a cycle start, and so its end.
     """
     start = datetime.fromtimestamp(epoch_s, UTC)
     index = start.month - 1 + months
@@ -171,9 +170,8 @@ def _reason(
     return None
 
 
-def evaluate(car: State, now: float, settings: Settings) -> Firing | None:
-    """The service reminder due at `now`, or None."""
-    seen = outlook(car, settings)
+def evaluate(car: State, seen: Outlook, now: float, settings: Settings) -> Firing | None:
+    """The service reminder due at `now`, or None; `seen` is the car's `outlook`."""
     if not _can_fire(car, seen.cycle):
         return None
     found = _reason(seen, now, settings)
@@ -193,13 +191,13 @@ def evaluate(car: State, now: float, settings: Settings) -> Firing | None:
     )
 
 
-def next_check(car: State, now: float, settings: Settings) -> float | None:
+def next_check(car: State, seen: Outlook, now: float, settings: Settings) -> float | None:
     """The earliest time after `now` at which a dated rule comes true with no new event.
 
     None when there is none, or when the car cannot fire anyway (no owner, an open
     booking, already fired this cycle): the event that changes that re-examines it.
+    `seen` is the car's `outlook`, which firing (`mark_fired`) does not change.
     """
-    seen = outlook(car, settings)
     if not _can_fire(car, seen.cycle):
         return None
     upcoming = [since for _, since in seen.dated_rules(settings) if since > now]
