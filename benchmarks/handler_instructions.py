@@ -4,21 +4,24 @@ A rate on this machine drifts by 10 % from one run to the next, so a change that
 saves a percent or two cannot be seen in events/s. An instruction count does not
 depend on the machine's speed: counts of the same code agree within 0.03 %.
 
-    python benchmarks/handler_instructions.py [--events 12000] [--warmup 2000]
+    python benchmarks/handler_instructions.py [--start 100000] [--events 12000] [--warmup 2000]
 
 Needs valgrind (`apt-get install valgrind`). Builds the default `pitlane bench`
-workload, starts the embedded stack, and runs the handler twice in a child process
-under callgrind with a fixed clock and hash seed: on the first `--warmup` records and
-on the first `--events`. The difference of the two counts, per event, leaves out
-the interpreter's start and the imports. About a minute and a half. Prints one JSON
-object.
+workload and starts the embedded stack. The first `--start` records are applied
+without valgrind: the workload begins by setting its world up (cars linked, consents
+given, services completed), so its first records are not the standard mix. Then the
+handler runs twice in a child process under callgrind with a fixed clock and hash
+seed, from the state the first `--start` records left: on the next `--warmup`
+records and on the next `--events`. The difference of the two counts, per event,
+leaves out the interpreter's start and the imports. About two minutes. Prints one
+JSON object.
 
 Instructions are not time (Python's interpreter loop retires more instructions per
 cycle than, say, a dict miss does), so confirm a saving with `pitlane bench` too.
 
 `--bytecodes` says where the Python-level work is instead, without valgrind: the
 handler runs in this process, and a trace function counts the bytecodes each
-function executes on records `--warmup` to `--events` (about half a minute). Code
+function executes on the same records (about half a minute). Code
 generated at run time (a dataclass's `__init__`, a NamedTuple's `__new__`) is named
 after its class.
 """
@@ -58,32 +61,39 @@ _COUNT = re.compile(rb"I\s+refs:\s+([\d,]+)")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--start", type=int, default=100_000)
     parser.add_argument("--events", type=int, default=12_000)
     parser.add_argument("--warmup", type=int, default=2_000)
     parser.add_argument("--bytecodes", action="store_true", help="count bytecodes instead")
-    parser.add_argument("--child", nargs=3, metavar=("N", "REDIS_URL", "WORKLOAD"))
+    parser.add_argument("--child", nargs=4, metavar=("START", "N", "REDIS_URL", "WORKLOAD"))
     options = parser.parse_args()
     if options.child:
-        count, url, workload = options.child
-        handle(int(count), url, Path(workload))
+        start, count, url, workload = options.child
+        handle(int(start), int(count), url, Path(workload))
         return
     if not options.events > options.warmup >= 0:
         parser.error("--events must be more than --warmup")
+    if options.start < 0:
+        parser.error("--start must not be negative")
     if options.bytecodes:
-        print(json.dumps(count_bytecodes(options.events, options.warmup)))
+        print(json.dumps(count_bytecodes(options.start, options.events, options.warmup)))
         return
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         sys.exit("valgrind is not installed (apt-get install valgrind)")
+    _quiet()
     now = datetime.now(UTC).replace(microsecond=0)
     workload = build_workload(BenchConfig(), now)
     with tempfile.TemporaryDirectory(prefix="pitlane-instructions-") as scratch:
         path = Path(scratch) / "workload.pickle"
-        kept = [(m.topic, m.key, m.value) for m in workload.messages[: options.events]]
+        end = options.start + options.events
+        if end > len(workload.messages):
+            sys.exit(f"the workload has {len(workload.messages):,} records, not {end:,}")
+        kept = [(m.topic, m.key, m.value) for m in workload.messages[:end]]
         path.write_bytes(pickle.dumps((now, kept)))
         with EmbeddedStack(load_topics(Settings().topics_file)) as stack:
             counts = {
-                n: count_instructions(valgrind, n, stack.redis_url, path)
+                n: count_instructions(valgrind, options.start, n, stack.redis_url, path)
                 for n in (options.warmup, options.events)
             }
     per_event = (counts[options.events] - counts[options.warmup]) / (
@@ -93,6 +103,7 @@ def main() -> None:
         json.dumps(
             {
                 "commit": _commit(),
+                "start": options.start,
                 "events": options.events,
                 "warmup": options.warmup,
                 "instructions": counts,
@@ -102,9 +113,14 @@ def main() -> None:
     )
 
 
-def count_instructions(valgrind: str, events: int, redis_url: str, workload: Path) -> int:
-    """Instructions this script's child retires handling the first `events` records."""
+def count_instructions(
+    valgrind: str, start: int, events: int, redis_url: str, workload: Path
+) -> int:
+    """Instructions this script's child retires handling the `events` records after
+    the first `start`, which are applied first without valgrind."""
     redis.Redis.from_url(redis_url).flushall()
+    now, messages = pickle.loads(workload.read_bytes())
+    asyncio.run(_apply(_records(messages)[:start], redis_url, now))
     command = [
         valgrind,
         "--tool=callgrind",
@@ -112,6 +128,7 @@ def count_instructions(valgrind: str, events: int, redis_url: str, workload: Pat
         sys.executable,
         __file__,
         "--child",
+        str(start),
         str(events),
         redis_url,
         str(workload),
@@ -124,11 +141,14 @@ def count_instructions(valgrind: str, events: int, redis_url: str, workload: Pat
     return int(found.group(1).replace(b",", b""))
 
 
-def count_bytecodes(events: int, warmup: int) -> dict[str, Any]:
-    """Bytecodes per event of records `warmup` to `events`, in all and per function."""
+def count_bytecodes(start: int, events: int, warmup: int) -> dict[str, Any]:
+    """Bytecodes per event of records `start + warmup` to `start + events`, in all and
+    per function."""
     now = datetime.now(UTC).replace(microsecond=0)
-    messages = build_workload(BenchConfig(), now).messages[:events]
-    records = [Record(m.topic, 0, i, m.key, m.value) for i, m in enumerate(messages)]
+    messages = build_workload(BenchConfig(), now).messages[: start + events]
+    if len(messages) < start + events:
+        sys.exit(f"the workload has {len(messages):,} records, not {start + events:,}")
+    records = _records([(m.topic, m.key, m.value) for m in messages])
     counts: Counter[str] = Counter()
 
     def tracer(frame: FrameType, event: str, arg: object) -> Any:  # sys.settrace's type
@@ -142,7 +162,8 @@ def count_bytecodes(events: int, warmup: int) -> dict[str, Any]:
         _quiet()
         settings = Settings().model_copy(update={"redis_url": SecretStr(stack.redis_url)})
         topics = load_topics(settings.topics_file)
-        for part, traced in ((records[:warmup], False), (records[warmup:], True)):
+        untraced = start + warmup
+        for part, traced in ((records[:untraced], False), (records[untraced:], True)):
             sys.settrace(tracer if traced else None)
             try:
                 asyncio.run(
@@ -154,6 +175,7 @@ def count_bytecodes(events: int, warmup: int) -> dict[str, Any]:
     total = sum(counts.values())
     return {
         "commit": _commit(),
+        "start": start,
         "events": events,
         "warmup": warmup,
         "bytecodes_per_event": round(total / traced_events),
@@ -178,18 +200,23 @@ def _quiet() -> None:
     logging.getLogger("pitlane").propagate = False
 
 
-def handle(events: int, redis_url: str, workload: Path) -> None:
-    """The measured child: the handler on the first `events` records, at a fixed time."""
+def handle(start: int, events: int, redis_url: str, workload: Path) -> None:
+    """The measured child: the handler on the `events` records after the first `start`."""
     _quiet()
     now, messages = pickle.loads(workload.read_bytes())
-    records = [Record(topic, 0, i, key, value) for i, (topic, key, value) in enumerate(messages)]
+    asyncio.run(_apply(_records(messages)[start : start + events], redis_url, now))
+
+
+def _records(messages: list[tuple[str, bytes | None, bytes]]) -> list[Record]:
+    """The workload as consumed records; offsets count across it, so they only grow."""
+    return [Record(topic, 0, i, key, value) for i, (topic, key, value) in enumerate(messages)]
+
+
+async def _apply(records: list[Record], redis_url: str, now: datetime) -> None:
+    """The handler on `records` in batches of 500, every batch at the time `now`."""
     settings = Settings().model_copy(update={"redis_url": SecretStr(redis_url)})
     topics = load_topics(settings.topics_file)
-    asyncio.run(
-        time_handler(
-            records[:events], make_store(settings), settings, topics, 500, Silent(), lambda: now
-        )
-    )
+    await time_handler(records, make_store(settings), settings, topics, 500, Silent(), lambda: now)
 
 
 def _commit() -> str:

@@ -31,11 +31,11 @@ def _run(*options: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_bytecode_count_attributes_the_handlers_work() -> None:
-    done = _run("--bytecodes", "--events", "600", "--warmup", "100")
+    done = _run("--bytecodes", "--start", "300", "--events", "600", "--warmup", "100")
 
     assert done.returncode == 0, done.stderr[-3000:]
     report: dict[str, Any] = json.loads(done.stdout)
-    assert (report["events"], report["warmup"]) == (600, 100)
+    assert (report["start"], report["events"], report["warmup"]) == (300, 600, 100)
     functions = report["by_function"]
     assert "pitlane/ingest.py:BatchHandler.handle" in functions
     assert any(name.startswith("pitlane/domain/apply.py:") for name in functions)
@@ -48,3 +48,17 @@ def test_needs_more_events_than_warmup() -> None:
 
     assert done.returncode == 2
     assert "--events must be more than --warmup" in done.stderr
+
+
+def test_rejects_a_negative_start() -> None:
+    done = _run("--bytecodes", "--start", "-1")
+
+    assert done.returncode == 2
+    assert "--start must not be negative" in done.stderr
+
+
+def test_rejects_a_window_past_the_workloads_end() -> None:
+    done = _run("--bytecodes", "--start", "199000", "--events", "2000", "--warmup", "100")
+
+    assert done.returncode == 1
+    assert "the workload has 200,000 records, not 201,000" in done.stderr
