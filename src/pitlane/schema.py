@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from pitlane.domain.events import EVENT_TYPES
 from pitlane.domain.outputs import (
@@ -53,5 +53,5 @@ def write_schemas(out_dir: Path) -> list[Path]:
     return paths
 
 
-def _schema(model: type[BaseModel], mode: Literal["validation", "serialization"]) -> dict[str, Any]:
-    return {"$schema": _DIALECT, **model.model_json_schema(mode=mode)}
+def _schema(model: type[Any], mode: Literal["validation", "serialization"]) -> dict[str, Any]:
+    return {"$schema": _DIALECT, **TypeAdapter(model).json_schema(mode=mode)}

@@ -29,7 +29,7 @@ from typing import Final, Generic, Literal, TypeVar, get_args
 import orjson
 from kafka import KafkaProducer
 
-from pitlane.domain.events import EVENT_TYPES, Channel, OptionCategory
+from pitlane.domain.events import EVENT_TYPES, Channel, OptionCategory, event_fields
 
 __all__ = [
     "MalformedKind",
@@ -1002,7 +1002,7 @@ class _Generator:
         if kind == "unknown_type":
             body["type"] = body["type"].replace(".", ".legacy_", 1)
         elif kind == "missing_field":
-            fields = EVENT_TYPES[body["type"]].model_fields
+            fields = event_fields(EVENT_TYPES[body["type"]])
             del body[rng.choice([name for name, info in fields.items() if info.is_required()])]
         elif kind == "naive_timestamp":
             body["occurred_at"] = body["occurred_at"].removesuffix("Z")

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from pitlane.domain.events import EVENT_TYPES
+from pitlane.domain.events import EVENT_TYPES, event_fields
 from pitlane.schema import write_schemas
 
 OUTPUT_NAMES = [
@@ -78,7 +78,7 @@ def test_input_schema_pins_type_and_required_fields(schemas: Path, event_type: s
 
     assert document["properties"]["type"]["const"] == event_type
     assert document["required"] == [
-        name for name, field in model.model_fields.items() if field.is_required()
+        name for name, field in event_fields(model).items() if field.is_required()
     ]
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
+
+from pydantic import TypeAdapter
 
 from pitlane.domain import decay, dedupe, entities
 from pitlane.domain.dedupe import Position
@@ -667,13 +669,18 @@ def _consent_updated(step: _Step) -> None:
         profile["consent"][event.channel] = [event.granted, *step.version]
 
 
+_CUSTOMER_UPDATED: Final = TypeAdapter(CustomerUpdated)
+"""Dumps the facts of a `CustomerUpdated` as they are kept: dates as ISO text."""
+
+
 def _customer_updated(step: _Step) -> None:
     event = step.event
     assert isinstance(event, CustomerUpdated)
     profile = step.customer(event.customer_id)
     if profile is None:
         return
-    values = event.model_dump(
+    values = _CUSTOMER_UPDATED.dump_python(
+        event,
         include={"market", "time_zone", "city", "language", "preferred_dealer_id", "birth_date"},
         exclude_none=True,
         mode="json",

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, get_args
 
+from pydantic import TypeAdapter
+
 from pitlane.domain.apply import Applied, apply
 from pitlane.domain.entities import EntityKey
 from pitlane.domain.events import (
@@ -35,6 +37,7 @@ from pitlane.domain.events import (
     TelematicsReading,
     TestDriveBooked,
     VehicleLinked,
+    event_fields,
 )
 from pitlane.domain.profile import State
 from pitlane.domain.routing import Unroutable, keys_for
@@ -79,8 +82,8 @@ SETTINGS = make_settings()
 
 
 def _build(cls: type[E], at: datetime | None, event_id: str | None, **fields: Any) -> E:
-    (event_type,) = get_args(cls.model_fields["type"].annotation)
-    return cls.model_validate(
+    (event_type,) = get_args(event_fields(cls)["type"].annotation)
+    return TypeAdapter(cls).validate_python(
         {
             "event_id": event_id or next_event_id(),
             "type": event_type,

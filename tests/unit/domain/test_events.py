@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import copy
+from dataclasses import FrozenInstanceError
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from types import ModuleType
@@ -24,6 +25,7 @@ from pitlane.domain.events import (
     InputEvent,
     InvalidEvent,
     decode_event,
+    event_fields,
 )
 
 ENVELOPE = {"event_id": "evt-1", "occurred_at": "2026-11-22T08:00:00Z"}
@@ -108,7 +110,7 @@ def reason_of(data: object, topic: str | None = None) -> str:
 
 def required_fields(event_type: str) -> list[str]:
     model = EVENT_TYPES[event_type]
-    return [name for name, field in model.model_fields.items() if field.is_required()]
+    return [name for name, field in event_fields(model).items() if field.is_required()]
 
 
 def test_every_contract_type_has_a_minimal_builder() -> None:
@@ -281,7 +283,7 @@ def test_events_are_frozen() -> None:
     event = decode_event(encode(payload("booking.cancelled")))
     assert isinstance(event, events.BookingCancelled)
 
-    with pytest.raises(ValidationError, match="frozen"):
+    with pytest.raises(FrozenInstanceError):
         event.booking_id = "other"  # type: ignore[misc]
 
 
@@ -540,7 +542,7 @@ _JSON = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
     max_leaves=8,
 )
-_FIELD_NAMES = sorted({name for cls in EVENT_TYPES.values() for name in cls.model_fields})
+_FIELD_NAMES = sorted({name for cls in EVENT_TYPES.values() for name in event_fields(cls)})
 _TOPICS = st.none() | st.sampled_from(sorted(set(INPUT_TOPIC_OF_TYPE.values()))) | _TEXT
 
 
