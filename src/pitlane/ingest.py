@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 MAX_CONFLICT_RETRIES = 8
 SWEEP_LEASE_S = 30.0
 """How long a claimed deadline is hidden from other workers while one decides it."""
+DECIDABLE = frozenset({"customer", "vehicle"})
+"""Kinds of entity with triggers to decide; visitors and tombstones have none."""
 
 
 class PublishFailed(Exception):
@@ -344,21 +346,22 @@ class BatchHandler:
             if self._event_clock:
                 # What was due before this event in event time fires first, as it did live.
                 occurred = event.occurred_at.timestamp()
-                before = [k for k in keys if _decidable(k)]
+                before = [k for k in keys if k.kind in DECIDABLE]
                 _merge(decisions, await self._decide(tx, before, occurred))
             applied = apply(event, tx.working, self._settings, position)
             if not applied.changed:
                 duplicates += 1
             tx.changed |= applied.changed
-            notes.update(applied.notes)
-            for note in applied.notes:
-                if note.startswith("identity conflict"):
-                    log.warning("%s (event %s)", note, event.event_id)
+            if applied.notes:  # rarely any: Counter.update is Python, even when empty
+                notes.update(applied.notes)
+                for note in applied.notes:
+                    if note.startswith("identity conflict"):
+                        log.warning("%s (event %s)", note, event.event_id)
             if self._event_clock:
                 # What the event itself makes true fires at the event's own time.
-                after = [k for k in applied.changed if _decidable(k)]
+                after = [k for k in applied.changed if k.kind in DECIDABLE]
                 _merge(decisions, await self._decide(tx, after, occurred))
-        touched = [k for k in (*tx.changed, *due) if _decidable(k)]
+        touched = [k for k in (*tx.changed, *due) if k.kind in DECIDABLE]
         if at != float("-inf"):
             _merge(decisions, await self._decide(tx, touched, at))
         phases = write_phases(routes) if self._store.splits_writes else {}
@@ -368,9 +371,16 @@ class BatchHandler:
         for key in tx.changed:
             if (state := tx.working[key]) is not None:
                 settle(state, self._committed)
+        ttl = self._anonymous_ttl
         await self._store.write(
             (
-                Write(key, tx.versions[key], tx.working[key], self._ttl(key), phases.get(key, 0))
+                Write(
+                    key,
+                    tx.versions[key],
+                    tx.working[key],
+                    ttl if key.kind == "anonymous" else 0,
+                    phases.get(key, 0),
+                )
                 for key in sorted(tx.changed)
             ),
             decisions.deadlines,
@@ -400,9 +410,6 @@ class BatchHandler:
         decisions = decide(tx.working, keys, at, self._settings, self._event_clock)
         tx.changed |= decisions.changed
         return decisions
-
-    def _ttl(self, key: EntityKey) -> int:
-        return self._anonymous_ttl if key.kind == "anonymous" else 0
 
     def _dead_letter(self, record: RawRecord, reason: str, now: datetime) -> OutMessage:
         letter = dead_letter(
@@ -435,11 +442,6 @@ class _Transaction:
         for key, entity in loaded.items():
             self.versions[key] = entity.version
             self.working[key] = entity.state
-
-
-def _decidable(key: EntityKey) -> bool:
-    """Customers and vehicles have triggers; visitors and tombstones do not."""
-    return key.kind in ("customer", "vehicle")
 
 
 def _merge(into: Decisions, more: Decisions) -> None:
