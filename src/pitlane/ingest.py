@@ -30,12 +30,12 @@ from pitlane.domain.outputs import dead_letter
 from pitlane.domain.profile import State
 from pitlane.domain.routing import (
     ROUTES_LOST_BY_APPLYING,
-    STATE_DEPENDENT_ROUTES,
     Route,
     RoutesInACycle,
     Unroutable,
     customer_keys,
     keys_for,
+    routes_through_state,
     write_phases,
 )
 from pitlane.settings import Settings
@@ -324,7 +324,7 @@ class BatchHandler:
                 *(
                     k
                     for e in events
-                    if e.type in STATE_DEPENDENT_ROUTES
+                    if routes_through_state(e, self._first_keys(e))
                     for k in keys_for(e, tx.working, self._salt)
                 ),
                 *self._owners(tx.working, [k for k in tx.versions if k.kind == "vehicle"]),
@@ -336,7 +336,7 @@ class BatchHandler:
         routes: list[Route] = []
         for event, position in zip(events, positions, strict=True):
             keys = first = self._first_keys(event)
-            if event.type in STATE_DEPENDENT_ROUTES:
+            if routes_through_state(event, first):
                 keys = keys_for(event, tx.working, self._salt)
                 while missing := [k for k in keys if k not in tx.versions]:
                     await tx.load(missing)

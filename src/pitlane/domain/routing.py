@@ -9,11 +9,12 @@ names nothing new.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from pitlane.domain import entities
 from pitlane.domain.entities import EntityKey, is_junk_id
 from pitlane.domain.events import (
+    EVENT_TYPES,
     BookingCancelled,
     ConfiguratorEvent,
     CustomerErased,
@@ -30,18 +31,28 @@ from pitlane.domain.profile import State
 States = Mapping[EntityKey, State | None]
 
 
-STATE_DEPENDENT_ROUTES = frozenset(
+CONFIGURATOR_EVENT_TYPES = frozenset(
+    name for name, cls in EVENT_TYPES.items() if issubclass(cls, ConfiguratorEvent)
+)
+
+STATE_DEPENDENT_ROUTES = CONFIGURATOR_EVENT_TYPES | frozenset(
     {
-        "configurator.session_started",
-        "configurator.option_selected",
-        "configurator.configuration_saved",
-        "configurator.quote_requested",
         "booking.cancelled",
         "identity.vehicle_linked",
         "identity.customer_erased",
     }
 )
-"""Event types whose full set of keys depends on state already loaded."""
+"""Event types whose full set of keys may depend on state already loaded."""
+
+
+def routes_through_state(event: InputEvent, first: Sequence[EntityKey]) -> bool:
+    """Whether the loaded state of `first`, the keys `keys_for` named for `event` from
+    the event alone, may name more. A configurator event routed by its customer id
+    goes to that customer whatever is loaded; one routed by a visitor's id may go on
+    to the customer the visitor was stitched to."""
+    return event.type in STATE_DEPENDENT_ROUTES and not (
+        event.type in CONFIGURATOR_EVENT_TYPES and first[0].kind == "customer"
+    )
 
 
 ROUTES_LOST_BY_APPLYING = frozenset(

@@ -9,7 +9,13 @@ from pitlane.domain import entities
 from pitlane.domain.entities import EntityKey, erased_marker
 from pitlane.domain.events import InputEvent
 from pitlane.domain.profile import State, new_profile, new_vehicle
-from pitlane.domain.routing import RoutesInACycle, Unroutable, keys_for, write_phases
+from pitlane.domain.routing import (
+    RoutesInACycle,
+    Unroutable,
+    keys_for,
+    routes_through_state,
+    write_phases,
+)
 
 SALT = b.SALT
 C1 = entities.customer("C1")
@@ -160,6 +166,47 @@ def test_erasing_an_unknown_customer_names_profile_and_marker_only() -> None:
 
 
 # --- write order for split writes -----------------------------------------------------
+
+
+def _world() -> States:
+    """State that reaches further wherever a route can: a stitched visitor, a booked
+    service car, an owned car, a customer with visitors and vehicles to erase."""
+    visitor = new_profile("anonymous", b.VISITOR)
+    visitor["stitched_to"] = "C2"
+    car = new_vehicle(b.VIN)
+    car["owner"] = "C2"
+    profile = customer_with(
+        bookings={"SV-1": {"kind": "service", "vin": b.VIN, "at": 0.0}},
+        anon_ids=[b.VISITOR],
+        vehicles={b.VIN: 0.0},
+    )
+    return {VISITOR: visitor, CAR: car, C1: profile, MARKER_C1: None}
+
+
+@pytest.mark.parametrize(
+    ("event", "through_state"),
+    [
+        (b.option_selected(customer_id="C1", anonymous_id=b.VISITOR), False),
+        (b.session_started(customer_id="C1"), False),
+        (b.option_selected(customer_id=None, anonymous_id=b.VISITOR), True),
+        (b.option_selected(customer_id="null", anonymous_id=b.VISITOR), True),
+        (b.telematics_reading(), False),
+        (b.consent_updated(), False),
+        (b.booking_cancelled(booking_id="SV-1"), True),
+        (b.vehicle_linked(customer_id="C1"), True),
+        (b.customer_erased(), True),
+    ],
+)
+def test_a_route_said_not_to_go_through_state_is_the_first_one_whatever_is_loaded(
+    event: InputEvent, through_state: bool
+) -> None:
+    first = keys_for(event, {}, SALT)
+
+    assert routes_through_state(event, first) is through_state
+    if not through_state:
+        assert keys_for(event, _world(), SALT) == first
+    else:  # the world is built so that each of these does reach further
+        assert keys_for(event, _world(), SALT) != first
 
 
 def test_entities_reached_through_state_are_written_before_those_that_reach_them() -> None:
