@@ -56,12 +56,13 @@ _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 def _rfc3339_text(value: Any) -> Any:
     # Without this, pydantic would also read epoch numbers (seconds or milliseconds,
     # guessed) and offset-less forms; the contract promises producers RFC 3339 only.
-    if isinstance(value, str) and not _RFC3339_DATETIME.fullmatch(value):
-        raise PydanticCustomError(
-            "rfc3339",
-            "Input should be an RFC 3339 timestamp with an offset, e.g. 2026-11-22T08:00:00Z",
-        )
-    if isinstance(value, int | float):
+    if isinstance(value, str):  # first: every event has one, and a str is no number
+        if _RFC3339_DATETIME.fullmatch(value) is None:
+            raise PydanticCustomError(
+                "rfc3339",
+                "Input should be an RFC 3339 timestamp with an offset, e.g. 2026-11-22T08:00:00Z",
+            )
+    elif isinstance(value, int | float):
         raise PydanticCustomError(
             "rfc3339", "Input should be an RFC 3339 timestamp string, not a number"
         )
@@ -77,9 +78,10 @@ def _to_utc(value: datetime) -> datetime:
 
 
 def _iso_date_text(value: Any) -> Any:
-    if isinstance(value, str) and not _ISO_DATE.fullmatch(value):
-        raise PydanticCustomError("iso_date", "Input should be a date like 2023-04-17")
-    if isinstance(value, int | float):
+    if isinstance(value, str):
+        if _ISO_DATE.fullmatch(value) is None:
+            raise PydanticCustomError("iso_date", "Input should be a date like 2023-04-17")
+    elif isinstance(value, int | float):
         raise PydanticCustomError("iso_date", "Input should be a date string, not a number")
     return value
 
