@@ -152,6 +152,7 @@ class BatchHandler:
         result = BatchResult()
         events: list[InputEvent] = []
         sources: list[RawRecord] = []
+        positions: list[Position] = []
         letters: list[OutMessage] = []
         marks: dict[str, float] = {}
         for record in records:
@@ -167,6 +168,7 @@ class BatchHandler:
                 continue
             events.append(event)
             sources.append(record)
+            positions.append((partition, record.offset))
             result.events[event.type] += 1
             if self._event_clock:  # only event-clock mode needs the marks
                 occurred = event.occurred_at.timestamp()
@@ -176,7 +178,7 @@ class BatchHandler:
         at = self._decision_time(now)
         if self._event_clock:
             events, sources = self._release(events, sources, at)
-        positions = [(partition_name(r.topic, r.partition), r.offset) for r in sources]
+            positions = [(partition_name(r.topic, r.partition), r.offset) for r in sources]
         try:
             await self._transact(events, positions, [], at, result, marks)
         except INFRASTRUCTURE_ERRORS:
@@ -197,8 +199,9 @@ class BatchHandler:
                     log.exception("event %s could not be applied", event.event_id)
                     reason = f"could not be applied: {type(error).__name__}: {error}"
                     letters.append(self._dead_letter(record, reason, now))
-        for record in sources:
-            self._pending.pop((record.topic, record.partition, record.offset), None)
+        if self._event_clock:  # the only mode that holds events back
+            for record in sources:
+                self._pending.pop((record.topic, record.partition, record.offset), None)
         self._routes.clear()  # events held for the watermark route again when released
         result.dead_letters = len(letters)
         if letters:
@@ -315,7 +318,8 @@ class BatchHandler:
         marks: dict[str, float],
     ) -> None:
         tx = _Transaction(self._store)
-        await tx.load([*due, *(k for e in events for k in self._first_keys(e))])
+        firsts = [self._first_keys(e) for e in events]
+        await tx.load([*due, *(k for keys in firsts for k in keys)])
         # Some events name more entities once their first ones are loaded (a visitor's
         # customer, a car's previous owner), and deciding about a car needs its owner:
         # one more round trip covers the batch.
@@ -323,8 +327,8 @@ class BatchHandler:
             [
                 *(
                     k
-                    for e in events
-                    if routes_through_state(e, self._first_keys(e))
+                    for e, first in zip(events, firsts, strict=True)
+                    if routes_through_state(e, first)
                     for k in keys_for(e, tx.working, self._salt)
                 ),
                 *self._owners(tx.working, [k for k in tx.versions if k.kind == "vehicle"]),
@@ -334,8 +338,8 @@ class BatchHandler:
         notes: Counter[str] = Counter()
         duplicates = 0
         routes: list[Route] = []
-        for event, position in zip(events, positions, strict=True):
-            keys = first = self._first_keys(event)
+        for event, position, first in zip(events, positions, firsts, strict=True):
+            keys = first
             if routes_through_state(event, first):
                 keys = keys_for(event, tx.working, self._salt)
                 while missing := [k for k in keys if k not in tx.versions]:
