@@ -211,10 +211,14 @@ class VersionConflict(Exception):
         self.key = key
 
 
+_ABSENT = Loaded(0, None)
+"""What every missing key decodes to (most erasure markers): one shared value."""
+
+
 def decode(raw: bytes | str | None) -> Loaded:
     """A stored value back into version and state."""
     if raw is None:
-        return Loaded(0, None)
+        return _ABSENT
     if isinstance(raw, str):
         raw = raw.encode()
     version, _, body = raw.partition(b"|")
