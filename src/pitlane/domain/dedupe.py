@@ -35,7 +35,11 @@ def already_applied(state: State, tag: str) -> bool:
     if tag in state["seen"]:
         return True
     pend: dict[str, dict[str, int]] | None = state.get("pend")
-    return pend is not None and any(tag in tags for tags in pend.values())
+    if pend is not None:
+        for tags in pend.values():  # a loop, not any(): no generator per call
+            if tag in tags:
+                return True
+    return False
 
 
 def remember(state: State, tag: str, position: Position | None, keep: int) -> None:
