@@ -93,15 +93,9 @@ class _Step:
     changed: set[EntityKey] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
 
-    def fresh(self, key: EntityKey, make: Callable[[], State]) -> State | None:
-        """The entity's state if this event is new to it, else None (a redelivery).
-
-        Creates the state when absent and marks the event as seen by it.
-        """
-        state = self.states.get(key)
-        if state is None:
-            state = make()
-            self.states[key] = state
+    def fresh(self, key: EntityKey, state: State) -> State | None:
+        """`state` (the entity's, loaded or new) if this event is new to it, else None
+        (a redelivery). Marks the event as seen by it."""
         if dedupe.already_applied(state, self.tag):
             return None
         dedupe.remember(state, self.tag, self.position, self.settings.dedupe_ids)
@@ -109,11 +103,17 @@ class _Step:
         return state
 
     def profile(self, key: EntityKey) -> State | None:
-        kind = key.kind
-        return self.fresh(key, lambda: new_profile(kind, key.id))
+        state = self.states.get(key)
+        if state is None:
+            state = self.states[key] = new_profile(key.kind, key.id)
+        return self.fresh(key, state)
 
     def vehicle(self, vin: str) -> State | None:
-        car = self.fresh(entities.vehicle(vin), lambda: new_vehicle(vin))
+        key = entities.vehicle(vin)
+        state = self.states.get(key)
+        if state is None:
+            state = self.states[key] = new_vehicle(vin)
+        car = self.fresh(key, state)
         if car is not None:
             car["eids"] = newest_event_ids(
                 [*car.get("eids", []), [self.at, self.event.event_id]], VEHICLE_EVENT_IDS_KEPT
