@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, cast
 from urllib.parse import urlsplit
 
+import hiredis
 import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
@@ -174,8 +175,17 @@ class HiredisPackingConnection(Connection):
     _packer = HiredisRespSerializer()
 
     def pack_command(self, *args: Any) -> list[bytes]:
-        packed: list[bytes] = self._packer.pack(*args)
-        return packed
+        # The serializer's own pass over every argument (for bytearrays and memoryviews,
+        # which pitlane never sends) cost 1.4 % of the handler's instructions: hiredis is tried
+        # first, and the serializer converts or rejects what hiredis refused.
+        command = args[0]
+        if b" " in command if isinstance(command, bytes) else " " in command:
+            args = (*command.split(), *args[1:])  # "SCRIPT LOAD" is two words on the wire
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError:
+            packed: list[bytes] = self._packer.pack(*args)
+            return packed
 
 
 class Loaded(NamedTuple):

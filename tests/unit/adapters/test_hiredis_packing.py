@@ -17,6 +17,8 @@ COMMANDS: list[tuple[Any, ...]] = [
     (b"CLIENT SETNAME", "pitlane"),
     ("SET", "k", "é ünïcode", "EX", 30),
     ("ZADD", "pitlane:timers:{3}", "1795462164.902", "customer:C1"),
+    ("SET", "k", 1.5),
+    ("SET", bytearray(b"k"), memoryview(b"v")),  # what hiredis refuses, converted
 ]
 
 
