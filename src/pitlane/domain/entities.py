@@ -81,4 +81,4 @@ def is_junk_id(value: str | None) -> bool:
     text = value.strip().lower()
     if text in _JUNK_IDS:
         return True
-    return text.replace("-", "").replace("0", "") == "" and "0" in text
+    return not text.strip("-0") and "0" in text  # zeros and dashes only, some zero

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pitlane.domain import entities
 from pitlane.domain.entities import EntityKey, erased_marker, is_junk_id
@@ -34,6 +36,14 @@ def test_a_missing_id_is_junk() -> None:
 @pytest.mark.parametrize("value", NOT_JUNK)
 def test_real_ids_are_not_junk(value: str) -> None:
     assert not is_junk_id(value)
+
+
+@given(st.text(alphabet="-0 O1a\t", max_size=8))
+def test_an_id_of_zeros_and_dashes_alone_is_junk_when_it_has_a_zero(value: str) -> None:
+    text = value.strip().lower()
+    zeros = text != "" and set(text) <= {"0", "-"} and "0" in text
+
+    assert is_junk_id(value) is (zeros or text in {"", "-1"})
 
 
 def test_keys_carry_kind_and_id() -> None:
