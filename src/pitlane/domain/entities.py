@@ -52,7 +52,7 @@ def erased_marker(customer_id: str, salt: str) -> EntityKey:
     replays from rebuilding the profile without keeping the id itself.
     """
     digest = hashlib.sha256(f"{salt}\x00{customer_id}".encode()).hexdigest()
-    return EntityKey("erased", digest[:32])
+    return _key(("erased", digest[:32]))
 
 
 def event_tag(event_id: str) -> str:
