@@ -19,7 +19,6 @@ import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection
-from redis.connection import HiredisRespSerializer
 
 from pitlane.domain.entities import EntityKey
 from pitlane.domain.profile import State
@@ -172,20 +171,18 @@ class HiredisPackingConnection(Connection):
     part of the client's cost. The sync client's hiredis packer produces the same bytes.
     """
 
-    _packer = HiredisRespSerializer()
-
     def pack_command(self, *args: Any) -> list[bytes]:
-        # The serializer's own pass over every argument (for bytearrays and memoryviews,
-        # which pitlane never sends) cost 1.4 % of the handler's instructions: hiredis is tried
-        # first, and the serializer converts or rejects what hiredis refused.
+        # redis-py's own pass over every argument (for bytearrays and memoryviews, which
+        # pitlane never sends) cost 1.4 % of the handler's instructions: hiredis is tried
+        # first, and redis-py's packer converts or rejects what hiredis refused.
         command = args[0]
+        words = args
         if b" " in command if isinstance(command, bytes) else " " in command:
-            args = (*command.split(), *args[1:])  # "SCRIPT LOAD" is two words on the wire
+            words = (*command.split(), *args[1:])  # "SCRIPT LOAD" is two words on the wire
         try:
-            return [hiredis.pack_command(args)]
+            return [hiredis.pack_command(words)]
         except TypeError:
-            packed: list[bytes] = self._packer.pack(*args)
-            return packed
+            return super().pack_command(*args)
 
 
 class Loaded(NamedTuple):
