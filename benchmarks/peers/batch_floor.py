@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 from peer_interface import Meter, arm_timeout, bootstrap_servers, exit_status, fail, parse_args
 
-from pitlane.adapters.redis_store import HiredisPackingConnection
+from pitlane.adapters.redis_connection import HiredisPackingConnection
 from pitlane.settings import Settings
 from pitlane.topics import load_topics
 

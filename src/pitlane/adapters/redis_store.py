@@ -14,12 +14,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, cast
 from urllib.parse import urlsplit
 
-import hiredis
 import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.connection import Connection
 
+from pitlane.adapters.redis_connection import HiredisPackingConnection
 from pitlane.domain.entities import EntityKey
 from pitlane.domain.profile import State
 from pitlane.settings import Settings
@@ -161,28 +160,6 @@ def compare_and_set_arguments(
         "\x1f".join(f"{p} {m!r}" for p, m in sorted(marks.items())),
     ]
     return keys, args
-
-
-class HiredisPackingConnection(Connection):
-    """An asyncio connection that packs commands in C, as redis-py's sync client does.
-
-    redis-py's asyncio client packs every argument in Python, about a microsecond
-    each; a batch sends thousands (its keys, twice), which made packing the largest
-    part of the client's cost. The sync client's hiredis packer produces the same bytes.
-    """
-
-    def pack_command(self, *args: Any) -> list[bytes]:
-        # redis-py's own pass over every argument (for bytearrays and memoryviews, which
-        # pitlane never sends) cost 1.4 % of the handler's instructions: hiredis is tried
-        # first, and redis-py's packer converts or rejects what hiredis refused.
-        command = args[0]
-        words = args
-        if b" " in command if isinstance(command, bytes) else " " in command:
-            words = (*command.split(), *args[1:])  # "SCRIPT LOAD" is two words on the wire
-        try:
-            return [hiredis.pack_command(words)]
-        except TypeError:
-            return super().pack_command(*args)
 
 
 class Loaded(NamedTuple):

@@ -8,7 +8,7 @@ import pytest
 from redis.asyncio.connection import Connection
 from redis.exceptions import DataError
 
-from pitlane.adapters.redis_store import HiredisPackingConnection
+from pitlane.adapters.redis_connection import HiredisPackingConnection
 
 COMMANDS: list[tuple[Any, ...]] = [
     ("MGET", "pitlane:cust:{C1}:profile", "pitlane:veh:{V1}:state"),
