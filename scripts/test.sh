@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs into .venv and runs the whole suite:
-# lint, types, unit, integration (real tansu broker + redis-server) and fault tests.
+# lint, types, unit, integration (real tansu broker + redis-server) and fault tests,
+# first against the source, then against the compiled build (setup.py) that
+# production images run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,7 +17,14 @@ python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
 
-.venv/bin/ruff check src tests benchmarks
-.venv/bin/ruff format --check src tests benchmarks
+.venv/bin/ruff check src tests benchmarks setup.py
+.venv/bin/ruff format --check src tests benchmarks setup.py
 .venv/bin/mypy
 .venv/bin/pytest -p no:cacheprovider "$@"
+
+# The same tests against the mypyc-compiled build, first on the path (the worker
+# processes the tests start inherit it).
+compiled="$(mktemp -d)"
+trap 'rm -rf "$compiled"' EXIT
+site="$(scripts/compiled.sh "$compiled/site")"  # alone, so that set -e sees it fail
+PYTHONPATH="$site" .venv/bin/pytest -p no:cacheprovider "$@"

@@ -36,6 +36,7 @@ from pitlane.bench_throughput import (
     measure_peer,
     measure_pitlane,
 )
+from pitlane.compiled import build
 from pitlane.settings import Settings
 from pitlane.simulate import Scenario, SimulatedMessage, generate
 from pitlane.stack.embedded import find_broker
@@ -219,7 +220,8 @@ def _with_ratio(peer: Throughput, pitlane_per_s: float) -> Throughput:
 
 
 def machine() -> dict[str, Any]:
-    """What the figures were measured on."""
+    """What the figures were measured on, and which build of pitlane measured them (the
+    workers inherit the driver's environment, so they import what it imports)."""
     cpu = "unknown"
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
@@ -234,6 +236,7 @@ def machine() -> dict[str, Any]:
         "memory_gib": round(memory_gib, 1),
         "os": platform.platform(),
         "python": platform.python_version(),
+        "pitlane_build": build(),
         "broker": Path(find_broker()).name,
         "load_average_at_start": [round(load, 2) for load in os.getloadavg()],
     }

@@ -126,7 +126,8 @@ def _throughput_table(report: BenchReport) -> Table:
         title=(
             f"throughput: {report.workload['events']:,} events, "
             f"{report.workload['customers']:,} customers, "
-            f"{report.workload['vehicles']:,} vehicles"
+            f"{report.workload['vehicles']:,} vehicles; pitlane built from "
+            f"{report.machine['pitlane_build']}"
         ),
     )
     rows: list[tuple[str, Throughput]] = [("", report.pitlane)]

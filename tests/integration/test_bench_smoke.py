@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from pitlane.bench_latency import PROBE_EVERY
+from pitlane.compiled import build
 
 pytestmark = pytest.mark.integration
 
@@ -51,6 +52,7 @@ def test_bench_reports_every_documented_figure(tmp_path: Path) -> None:
         "started_at", "machine", "config", "workload", "pitlane", "repeats", "redis",
         "peers", "sweep", "latency", "profile",
     }  # fmt: skip
+    assert report["machine"]["pitlane_build"] == build()  # the workers import what we do
     assert report["workload"]["events"] == EVENTS
     assert sum(report["workload"]["by_type"].values()) == EVENTS
 
