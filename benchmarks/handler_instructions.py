@@ -19,6 +19,9 @@ JSON object.
 Instructions are not time (Python's interpreter loop retires more instructions per
 cycle than, say, a dict miss does), so confirm a saving with `pitlane bench` too.
 
+Run from the compiled build (`PYTHONPATH="$(scripts/compiled.sh)"`), the callgrind
+count is the compiled handler's.
+
 `--bytecodes` says where the Python-level work is instead, without valgrind: the
 handler runs in this process, and a trace function counts the bytecodes each
 function executes on the same records (about half a minute). Code
@@ -52,6 +55,7 @@ from pitlane.adapters.redis_store import make_store
 from pitlane.bench import BenchConfig, build_workload
 from pitlane.bench_harness import Silent
 from pitlane.bench_profile import Record, time_handler
+from pitlane.compiled import build
 from pitlane.settings import Settings
 from pitlane.stack.embedded import EmbeddedStack
 from pitlane.topics import load_topics
@@ -148,6 +152,11 @@ def count_bytecodes(start: int, events: int, warmup: int) -> dict[str, Any]:
     messages = build_workload(BenchConfig(), now).messages[: start + events]
     if len(messages) < start + events:
         sys.exit(f"the workload has {len(messages):,} records, not {start + events:,}")
+    if (built := build()) != "source":
+        sys.exit(
+            f"--bytecodes counts interpreted code, and pitlane here is {built}: "
+            "take the compiled build off PYTHONPATH"
+        )
     records = _records([(m.topic, m.key, m.value) for m in messages])
     counts: Counter[str] = Counter()
 

@@ -77,6 +77,11 @@ class BenchConfig:
             raise ValueError("latency loads are positive fractions of the peak")
         if any(rate <= 0 for rate in self.latency_rates):
             raise ValueError("latency rates are positive events per second")
+        if self.profile and (built := build()) != "source":
+            raise ValueError(
+                f"--profile needs the source build: cProfile sees nothing inside compiled "
+                f"modules, and pitlane here is {built} (take the compiled build off PYTHONPATH)"
+            )
 
 
 @dataclass(frozen=True)

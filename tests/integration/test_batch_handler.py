@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from redis.exceptions import RedisError
 
-import pitlane.ingest
 from pitlane.adapters.redis_store import RedisStore, VersionConflict, Write, redis_key
 from pitlane.domain import entities
+from pitlane.domain.apply import _HANDLERS
 from pitlane.ingest import BatchHandler
 from pitlane.settings import Settings
 from pitlane.stack.embedded import EmbeddedStack, find_redis_server, free_port
@@ -57,14 +57,16 @@ async def test_a_poisonous_event_goes_to_deadletter_and_the_rest_apply(
 ) -> None:
     customer = unique("C")
     poison = option_click(customer, "BAD")
-    real_apply = pitlane.ingest.apply
+    real_apply = _HANDLERS["configurator.option_selected"]
 
-    def apply_or_fail(evt: Any, states: Any, settings: Any, position: Any) -> Any:
-        if evt.event_id == poison["event_id"]:
+    def apply_or_fail(step: Any) -> None:
+        # Patched where `apply` dispatches, a dict it reads at run time, so that the
+        # compiled build (whose calls between modules are bound when compiled) fails too.
+        if step.event.event_id == poison["event_id"]:
             raise ZeroDivisionError("a defect this event triggers")
-        return real_apply(evt, states, settings, position)
+        real_apply(step)
 
-    monkeypatch.setattr(pitlane.ingest, "apply", apply_or_fail)
+    monkeypatch.setitem(_HANDLERS, "configurator.option_selected", apply_or_fail)
     sink = Sink()
     handler = _handler(store, sink)
 

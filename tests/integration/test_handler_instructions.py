@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from pitlane.compiled import build
+
 pytestmark = pytest.mark.integration
 
 SCRIPT = Path(__file__).parents[2] / "benchmarks" / "handler_instructions.py"
@@ -30,6 +32,7 @@ def _run(*options: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.skipif(build() != "source", reason="bytecodes are counted on the source build")
 def test_bytecode_count_attributes_the_handlers_work() -> None:
     done = _run("--bytecodes", "--start", "300", "--events", "600", "--warmup", "100")
 
@@ -62,3 +65,11 @@ def test_rejects_a_window_past_the_workloads_end() -> None:
 
     assert done.returncode == 1
     assert "the workload has 200,000 records, not 201,000" in done.stderr
+
+
+@pytest.mark.skipif(build() == "source", reason="the compiled build is refused")
+def test_bytecodes_of_the_compiled_build_are_refused() -> None:
+    done = _run("--bytecodes", "--start", "300", "--events", "600", "--warmup", "100")
+
+    assert done.returncode == 1
+    assert "--bytecodes counts interpreted code, and pitlane here is compiled" in done.stderr

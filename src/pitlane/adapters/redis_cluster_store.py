@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from mypy_extensions import mypyc_attr
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import NoScriptError, ResponseError
@@ -63,6 +64,7 @@ _Call = tuple[list[str], list[Any], Sequence[Write]]
 """KEYS and ARGV of one compare-and-set, with the writes it carries (for conflicts)."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # like RedisStore
 class RedisClusterStore(RedisStore):
     """`RedisStore` over a Redis Cluster; the URL names any one of its nodes.
 

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import orjson
 import redis.asyncio as aioredis
+from mypy_extensions import mypyc_attr
 from redis.asyncio.cluster import RedisCluster
 
 from pitlane.adapters.redis_connection import HiredisPackingConnection
@@ -214,11 +215,13 @@ def encode(version: int, state: State) -> bytes:
     return b"%d|%b" % (version, orjson.dumps(state))
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class RedisStore:
     """Batch reads and atomic batch writes of entity state, deadlines and watermark.
 
     Connects in `start()`, never on construction, so building the worker has no side
-    effects.
+    effects. It may be subclassed (fault injection in tests, instrumentation) also
+    when compiled, hence the mypyc attribute.
     """
 
     splits_writes = False
