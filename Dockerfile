@@ -4,11 +4,11 @@ FROM python:3.11-slim AS build
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml setup.py README.md topics.yaml ./
+COPY pyproject.toml setup.py constraints.txt README.md topics.yaml ./
 COPY src ./src
 # The dependencies first (mypy reads their types), then pitlane itself, compiled.
 RUN python -m venv /opt/pitlane \
-    && /opt/pitlane/bin/pip install --no-cache-dir '.[compile]' \
+    && /opt/pitlane/bin/pip install --no-cache-dir -c constraints.txt '.[compile]' \
     && PITLANE_COMPILE=1 /opt/pitlane/bin/pip install --no-cache-dir --no-build-isolation \
        --no-deps --force-reinstall . \
     && /opt/pitlane/bin/python -c 'from pitlane.compiled import build; assert build() == "compiled"' \

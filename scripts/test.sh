@@ -15,7 +15,7 @@ fi
 
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m pip install -q -c constraints.txt -e '.[test]'
 
 .venv/bin/ruff check src tests benchmarks setup.py
 .venv/bin/ruff format --check src tests benchmarks setup.py
