@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from pitlane.adapters.redis_store import decode
+from pitlane.compiled import build
 from pitlane.domain.entities import event_tag
 from pitlane.worker_process import WorkerProcess
 from wire import customer_key, event, option_click, stored, wait_for
@@ -74,6 +75,14 @@ def test_events_reach_the_profile(
     assert view["sessions"][0]["options"]["color"][0]["label"] == "Kings Red"
     status, _ = worker.get("/customers/nobody-here")
     assert status == 404
+
+
+def test_health_says_which_build_the_worker_runs(worker: WorkerProcess) -> None:
+    status, health = wait_for(lambda: (r := worker.get("/health"))[0] == 200 and r)
+
+    assert status == 200
+    assert health["build"] == build()  # the worker inherits this process's PYTHONPATH
+    assert health["partitions"]
 
 
 def test_malformed_message_goes_to_deadletter_and_later_events_apply(

@@ -17,6 +17,7 @@ import faust
 from faust.web import Request, Response, View
 
 from pitlane.adapters.redis_store import make_store
+from pitlane.compiled import build
 from pitlane.domain.dedupe import partition_name
 from pitlane.ingest import BatchHandler, OutMessage, PublishFailed
 from pitlane.profiles import lookup_customer
@@ -72,6 +73,7 @@ def build_app(settings: Settings, topics: Topics) -> faust.App:
     control = app.topic(topics.topic("control"), value_serializer="json")
 
     async def ingest() -> None:
+        log.info("pitlane worker starting, %s build", build())
         await store.start()
         store_ready.set()
         try:
@@ -121,6 +123,7 @@ def build_app(settings: Settings, topics: Topics) -> faust.App:
         return web.json(
             {
                 "ready": ready,
+                "build": build(),
                 "partitions": sorted(
                     partition_name(tp.topic, tp.partition) for tp in consumer.assigned
                 ),
