@@ -66,6 +66,7 @@ def build_app(settings: Settings, topics: Topics) -> faust.App:
         datadir=str(settings.data_dir / "{conf.name}"),
     )
     store = make_store(settings)
+    running = build()  # which build this process imported, for the log and /health
     store_ready = asyncio.Event()
     stats = WorkerStats()
     handler = BatchHandler(settings, store, FaustPublisher(app), topics)
@@ -73,7 +74,7 @@ def build_app(settings: Settings, topics: Topics) -> faust.App:
     control = app.topic(topics.topic("control"), value_serializer="json")
 
     async def ingest() -> None:
-        log.info("pitlane worker starting, %s build", build())
+        log.info("pitlane worker starting, %s build", running)
         await store.start()
         store_ready.set()
         try:
@@ -123,7 +124,7 @@ def build_app(settings: Settings, topics: Topics) -> faust.App:
         return web.json(
             {
                 "ready": ready,
-                "build": build(),
+                "build": running,
                 "partitions": sorted(
                     partition_name(tp.topic, tp.partition) for tp in consumer.assigned
                 ),
