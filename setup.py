@@ -1,7 +1,7 @@
 """Build hook: with `PITLANE_COMPILE=1`, the hot path is compiled to C by mypyc.
 
 The batch handler and the domain core it calls are plain, strictly typed Python;
-compiled, a worker spends 13–23 % less CPU per event (docs/benchmarks.md). The
+compiled, a worker spends 13 to 23 % less CPU per event (docs/benchmarks.md). The
 source stays the only implementation: a compiled build runs the same code, and the
 test suite runs against both. Compiling needs mypy and the runtime dependencies
 importable (mypy reads their types), so it is done without build isolation:
