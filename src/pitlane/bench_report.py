@@ -126,7 +126,7 @@ def _throughput_table(report: BenchReport) -> Table:
         title=(
             f"throughput: {report.workload['events']:,} events, "
             f"{report.workload['customers']:,} customers, "
-            f"{report.workload['vehicles']:,} vehicles; pitlane built from "
+            f"{report.workload['vehicles']:,} vehicles; pitlane build: "
             f"{report.machine['pitlane_build']}"
         ),
     )
