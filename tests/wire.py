@@ -66,6 +66,18 @@ def stored(redis_client: redis.Redis, key: str) -> dict[str, Any] | None:
     return decode(redis_client.get(key)).state
 
 
+def session_clicks(profile: dict[str, Any] | None, session_id: str) -> int:
+    """How many clicks a stored profile counts in a configurator session; 0 before any.
+
+    A profile can exist before its first click (a consent event, say), so polls must
+    not assume the session is there.
+    """
+    if not profile:
+        return 0
+    session = profile["sessions"].get(session_id)
+    return int(session["n"]) if session else 0
+
+
 def customer_key(customer_id: str) -> str:
     """The Redis key of a customer profile."""
     return f"pitlane:cust:{{{customer_id}}}:profile"

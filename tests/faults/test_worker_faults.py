@@ -19,7 +19,16 @@ from kafka import KafkaProducer
 
 from pitlane.stack.embedded import EmbeddedStack, find_redis_server, free_port
 from pitlane.worker_process import WorkerProcess, embedded_worker_env
-from wire import customer_key, event, option_click, read_matching, stored, unique, wait_for
+from wire import (
+    customer_key,
+    event,
+    option_click,
+    read_matching,
+    session_clicks,
+    stored,
+    unique,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -86,8 +95,7 @@ def test_worker_killed_mid_stream_loses_nothing_and_applies_nothing_twice(
         second.wait_ready()
         wait_for(
             lambda: all(
-                (p := stored(client, customer_key(c))) and p["sessions"]["S1"]["n"] >= 40
-                for c in customers
+                session_clicks(stored(client, customer_key(c)), "S1") >= 40 for c in customers
             ),
             timeout_s=60,
         )
@@ -127,7 +135,7 @@ def test_a_worker_joining_mid_stream_takes_over_without_losing_or_repeating_even
             sender.join()
             wait_for(
                 lambda: all(
-                    (p := stored(client, customer_key(c))) and p["sessions"]["S1"]["n"] >= rounds
+                    session_clicks(stored(client, customer_key(c)), "S1") >= rounds
                     for c in customers
                 ),
                 timeout_s=60,
@@ -159,9 +167,7 @@ def test_deadline_pending_when_the_worker_dies_fires_once_after_restart(
     for click in _clicks(customer, "S1", 4):
         _send(producer, "configurator.events", customer, click)
     producer.flush()
-    wait_for(
-        lambda: (p := stored(client, customer_key(customer))) and p["sessions"]["S1"]["n"] == 4
-    )
+    wait_for(lambda: session_clicks(stored(client, customer_key(customer)), "S1") == 4)
     first.kill()  # the 3 s deadline is armed in Redis and has not fired yet
     time.sleep(4)
 
@@ -208,7 +214,7 @@ def test_redis_outage_stalls_the_worker_without_losing_events(
 
         # The clicks may come in more than one batch: wait for the last, then count.
         wait_for(
-            lambda: (p := stored(client, customer_key(customer))) and p["sessions"]["S1"]["n"] >= 5,
+            lambda: session_clicks(stored(client, customer_key(customer)), "S1") >= 5,
             timeout_s=60,
         )
         profile = stored(client, customer_key(customer))

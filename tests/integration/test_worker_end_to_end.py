@@ -16,7 +16,7 @@ from pitlane.adapters.redis_store import decode
 from pitlane.compiled import build
 from pitlane.domain.entities import event_tag
 from pitlane.worker_process import WorkerProcess
-from wire import customer_key, event, option_click, stored, wait_for
+from wire import customer_key, event, option_click, session_clicks, stored, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -220,7 +220,7 @@ def test_a_profile_forgets_an_event_once_its_offset_is_committed(
     produce("configurator.events", customer, first)
     pending_after_first = wait_for(lambda: (p := _profile(redis_client, customer)) and p["pend"])
     produce("configurator.events", customer, second)
-    wait_for(lambda: (p := _profile(redis_client, customer)) and p["sessions"]["S1"]["n"] == 2)
+    wait_for(lambda: session_clicks(_profile(redis_client, customer), "S1") == 2)
     profile = _profile(redis_client, customer)
 
     assert profile is not None
