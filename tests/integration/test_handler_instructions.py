@@ -67,7 +67,9 @@ def test_rejects_a_window_past_the_workloads_end() -> None:
     assert "the workload has 200,000 records, not 201,000" in done.stderr
 
 
-@pytest.mark.skipif(build() == "source", reason="the compiled build is refused")
+@pytest.mark.skipif(
+    build() == "source", reason="this build is not compiled, so there is nothing to refuse"
+)
 def test_bytecodes_of_the_compiled_build_are_refused() -> None:
     done = _run("--bytecodes", "--start", "300", "--events", "600", "--warmup", "100")
 
