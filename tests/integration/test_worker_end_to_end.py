@@ -172,7 +172,16 @@ def test_erasure_leaves_no_key_of_the_customer(
         customer,
         event("identity.vehicle_linked", customer_id=customer, vin=vin, model_code="ID4-PRO"),
     )
-    wait_for(lambda: (p := _profile(redis_client, customer)) and p["vehicles"] and p["anon_ids"])
+    # Also the visitor's session: read after the erasure, it would be a visitor's new
+    # activity, not a leftover.
+    wait_for(
+        lambda: (
+            (p := _profile(redis_client, customer))
+            and p["vehicles"]
+            and p["anon_ids"]
+            and "S1" in p["sessions"]
+        )
+    )
 
     produce("identity.events", customer, event("identity.customer_erased", customer_id=customer))
     produce(
