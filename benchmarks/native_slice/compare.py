@@ -38,13 +38,19 @@ from pitlane.compiled import build
 from pitlane.domain.apply import apply
 from pitlane.domain.dedupe import settle
 from pitlane.domain.entities import EntityKey, vehicle
-from pitlane.domain.events import InvalidEvent, TelematicsReading, decode_event
+from pitlane.domain.events import (
+    INPUT_TOPIC_OF_TYPE,
+    InputEvent,
+    InvalidEvent,
+    TelematicsReading,
+    decode_event,
+)
 from pitlane.domain.profile import State
 from pitlane.domain.routing import Unroutable, keys_for
 from pitlane.settings import Settings
 
-TOPIC = "telematics.events"
-_INPUT_TOPICS = ("configurator.events", "booking.events", TOPIC, "identity.events")
+TOPIC = INPUT_TOPIC_OF_TYPE["telematics.reading"]
+_INPUT_TOPICS = frozenset(INPUT_TOPIC_OF_TYPE.values())
 PARTITION = f"{TOPIC}:3"
 Item = tuple[bytes, bytes, str, int]
 Path = Callable[[Sequence[Item]], list[bytes]]
@@ -81,16 +87,18 @@ def python_path(items: Sequence[Item]) -> list[bytes]:
     out = []
     for raw, stored, partition, offset in items:
         event = decode_event(raw, TOPIC)
-        assert isinstance(event, TelematicsReading)
         loaded = decode(stored)
-        key = vehicle(event.vin)
-        states: dict[EntityKey, State | None] = {key: loaded.state}
-        keys_for(event, states, _SALT)
-        apply(event, states, _SETTINGS, (partition, offset))
-        car = states[key]
-        assert car is not None
-        out.append(encode(loaded.version + 1, car))
+        out.append(encode(loaded.version + 1, _applied(event, loaded.state, partition, offset)))
     return out
+
+
+def _applied(event: InputEvent, car: State, partition: str, offset: int) -> State:
+    """The reading routed and applied to its car (`car`, changed in place)."""
+    assert isinstance(event, TelematicsReading)
+    states: dict[EntityKey, State | None] = {vehicle(event.vin): car}
+    keys_for(event, states, _SALT)
+    apply(event, states, _SETTINGS, (partition, offset))
+    return car
 
 
 def _same(a: bytes, b: bytes) -> bool:
@@ -116,13 +124,9 @@ def _python_steps(items: list[Item]) -> dict[str, float]:
         t1 = clock()
         loaded = decode(stored)
         t2 = clock()
-        assert isinstance(event, TelematicsReading)
-        key = vehicle(event.vin)
-        states: dict[EntityKey, State | None] = {key: loaded.state}
-        keys_for(event, states, _SALT)
-        apply(event, states, _SETTINGS, (partition, offset))
+        car = _applied(event, loaded.state, partition, offset)
         t3 = clock()
-        encode(loaded.version + 1, loaded.state)
+        encode(loaded.version + 1, car)
         t4 = clock()
         for step, (begun, ended) in enumerate(((t0, t1), (t1, t2), (t2, t3), (t3, t4))):
             spent[step] += ended - begun
