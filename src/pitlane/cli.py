@@ -156,23 +156,56 @@ def simulate(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed; the same seed gives the same events.")] = 1,
     hours: Annotated[float, typer.Option(help="Event-time span of the traffic.")] = 1.0,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            help="Event-time start, ISO 8601 with a UTC offset, e.g. 2026-11-22T08:00:00Z "
+            "(default: HOURS ago). Fix it, and the same seed gives the same bytes."
+        ),
+    ] = None,
     pace: Annotated[
         float | None, typer.Option(help="Messages per second (default: flat out).")
     ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the events to this JSONL file, one per line in publishing order, "
+            "instead of publishing them (no broker needed); `pitlane replay FILE` "
+            "publishes them later to the same topics with the same keys and bytes. "
+            "The malformed messages simulate adds (about 0.2 %, for the dead-letter "
+            "topic) are left out and counted: a JSONL line cannot carry them as they "
+            "were, so a replay would reject them or send them to another topic."
+        ),
+    ] = None,
 ) -> None:
-    """Publish a realistic, seeded mix of upstream events to the input topics."""
+    """Publish a realistic, seeded mix of upstream events, or write it to a file (--out)."""
     from datetime import timedelta
 
-    from pitlane.simulate import Scenario, generate, publish
+    from pitlane.simulate import Scenario, generate, publish, record
 
+    if out is not None and pace is not None:
+        raise typer.BadParameter("applies to publishing; --out writes at once", param_hint="--pace")
+    span = timedelta(hours=hours)
+    try:
+        origin = datetime.now(UTC) - span if start is None else datetime.fromisoformat(start)
+        scenario = Scenario(
+            customers=customers, vehicles=vehicles, seed=seed, start=origin, span=span
+        )
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    if out is not None:
+        try:
+            recorded = record(generate(scenario), out)
+        except OSError as error:
+            console.print(f"[red]cannot write {out}:[/] {error}", highlight=False)
+            raise typer.Exit(2) from error
+        console.print(
+            f"wrote {recorded.written:,} events to {out}: {recorded.per_topic}; "
+            f"left out {recorded.left_out} malformed messages (not replayable)",
+            highlight=False,
+        )
+        return
     settings = _settings()
-    scenario = Scenario(
-        customers=customers,
-        vehicles=vehicles,
-        seed=seed,
-        start=datetime.now(UTC) - timedelta(hours=hours),
-        span=timedelta(hours=hours),
-    )
     messages = list(generate(scenario))
     with Progress(console=console) as progress:
         task = progress.add_task("publishing", total=len(messages))

@@ -9,12 +9,14 @@ services, consent changes, resales, erasures, and the noise real producers add
 
 `generate` is pure: the same `Scenario` gives byte-identical messages, because every
 random choice comes from one `random.Random(seed)` and every event time is an offset
-from `Scenario.start` (the clock is never read). `publish` is the only part that
-does I/O; it sends whatever `generate` produced to Kafka.
+from `Scenario.start` (the clock is never read). `publish` and `record` are the
+only parts that do I/O: `publish` sends whatever `generate` produced to Kafka,
+`record` writes its events to a JSONL file that `pitlane replay` publishes later.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from bisect import bisect
@@ -24,21 +26,30 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from itertools import accumulate
+from pathlib import Path
 from typing import Final, Generic, Literal, TypeVar, get_args
 
 import orjson
 from kafka import KafkaProducer
 
-from pitlane.domain.events import EVENT_TYPES, Channel, OptionCategory, event_fields
+from pitlane.domain.events import (
+    EVENT_TYPES,
+    INPUT_TOPIC_OF_TYPE,
+    Channel,
+    OptionCategory,
+    event_fields,
+)
 
 __all__ = [
     "MalformedKind",
     "PublishFailed",
     "PublishReport",
+    "RecordReport",
     "Scenario",
     "SimulatedMessage",
     "generate",
     "publish",
+    "record",
 ]
 
 _T = TypeVar("_T")
@@ -331,6 +342,15 @@ class PublishReport:
     malformed: int
 
 
+@dataclass(frozen=True)
+class RecordReport:
+    """What `record` wrote, and how many malformed messages it left out."""
+
+    written: int
+    per_topic: dict[str, int]
+    left_out: int
+
+
 class PublishFailed(RuntimeError):
     """Kafka did not acknowledge some messages; the run is incomplete."""
 
@@ -403,6 +423,54 @@ def publish(
     finally:
         producer.close()
     return PublishReport(total=sent, per_topic=dict(per_topic), malformed=malformed)
+
+
+_CONTRACT_TOPICS: Final = frozenset(INPUT_TOPIC_OF_TYPE.values())
+
+
+def record(messages: Iterable[SimulatedMessage], path: Path) -> RecordReport:
+    """Write the events of `messages` to `path` for `pitlane replay`, one per line, in order.
+
+    Each line is exactly the bytes of a message's value. A JSONL line carries no topic
+    or key: a replay takes the topic from the event's type and the key from its ids,
+    which gives back the message's own topic and key, because the simulator keys and
+    routes by the contract. A replay of the file therefore publishes the same messages,
+    in the same order, as `publish` would have, except the malformed ones: those are
+    left out and counted, because no line could carry them as they were (a replay
+    rejects bytes that are not an event of a known type and would send an event made
+    to arrive on the wrong topic to its right one). The valid messages do not depend on
+    `Scenario.malformed_ratio`, so the file is also what a run without malformed
+    messages publishes.
+
+    Raises ValueError, writing nothing, for a message on a topic other than the
+    contract's input topics (a scenario with its own topic names), which a replay
+    would send elsewhere. The file is written in full or not at all: a partial
+    recording never takes its place.
+    """
+    per_topic: Counter[str] = Counter()
+    left_out = 0
+    partial = path.with_name(f"{path.name}.partial")
+    try:
+        with partial.open("wb") as handle:
+            for message in messages:
+                if message.malformed:
+                    left_out += 1
+                    continue
+                if message.topic not in _CONTRACT_TOPICS:
+                    raise ValueError(
+                        f"cannot record a message on topic {message.topic!r}: a replay "
+                        f"sends events to the contract's topics only"
+                    )
+                handle.write(message.value)
+                handle.write(b"\n")
+                per_topic[message.topic] += 1
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return RecordReport(
+        written=sum(per_topic.values()), per_topic=dict(per_topic), left_out=left_out
+    )
 
 
 def _customer_id(index: int) -> str:

@@ -11,14 +11,17 @@ import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any, ClassVar, get_args
 
 import orjson
 import pytest
+from typer.testing import CliRunner
 
 from pitlane import simulate
+from pitlane.cli import app
 from pitlane.domain.entities import is_junk_id
 from pitlane.domain.events import (
     EVENT_TYPES,
@@ -41,7 +44,15 @@ from pitlane.domain.events import (
     decode_event,
     event_fields,
 )
-from pitlane.simulate import PublishFailed, Scenario, SimulatedMessage, generate, publish
+from pitlane.replay import plan
+from pitlane.simulate import (
+    PublishFailed,
+    Scenario,
+    SimulatedMessage,
+    generate,
+    publish,
+    record,
+)
 
 START = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 SPAN = timedelta(days=2)
@@ -371,3 +382,78 @@ def test_publish_keeps_to_the_pace(run: Run, producer: type[FakeProducer]) -> No
     began = time.monotonic()
     publish(["localhost:9092"], run.messages[:50], pace=1_000)
     assert time.monotonic() - began >= 0.045
+
+
+# -- record: the same traffic as a JSONL file for `pitlane replay` ----------------------
+
+
+def test_record_writes_every_event_on_its_own_line_in_publishing_order(
+    run: Run, tmp_path: Path
+) -> None:
+    path = tmp_path / "traffic.jsonl"
+    report = record(run.messages, path)
+    events = [m for m in run.messages if not m.malformed]
+    assert path.read_bytes() == b"".join(m.value + b"\n" for m in events)
+    assert report.written == len(events)
+    assert report.per_topic == Counter(m.topic for m in events)
+    assert report.left_out == len(run.rejected) > 0
+
+
+def test_the_same_seed_records_the_same_bytes(run: Run, tmp_path: Path) -> None:
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    record(run.messages, first)
+    record(generate(SCENARIO), second)
+    assert first.read_bytes() == second.read_bytes()
+
+
+def test_a_replay_of_the_recording_publishes_what_simulate_publishes(
+    run: Run, tmp_path: Path
+) -> None:
+    path = tmp_path / "traffic.jsonl"
+    record(run.messages, path)
+    recording = plan([path])
+    assert recording.rejected == []
+    assert [(m.topic, m.key, m.value) for m in recording.messages] == [
+        (d.message.topic, d.message.key, d.message.value) for d in run.valid
+    ]
+
+
+def test_the_recording_is_what_a_run_without_malformed_messages_publishes(run: Run) -> None:
+    clean = list(generate(replace(SCENARIO, malformed_ratio=0)))
+    assert clean == [m for m in run.messages if not m.malformed]
+
+
+def test_record_refuses_topics_a_replay_would_not_send_to(tmp_path: Path) -> None:
+    path = tmp_path / "traffic.jsonl"
+    path.write_bytes(b"kept\n")
+    own_topics = Scenario(customers=20, start=START, telematics_topic="cars_raw")
+    with pytest.raises(ValueError, match="'cars_raw'"):
+        record(generate(own_topics), path)
+    assert path.read_bytes() == b"kept\n"
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_simulate_out_records_without_a_broker(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def no_kafka(**config: object) -> None:
+        raise AssertionError("simulate --out connected to Kafka")
+
+    monkeypatch.setattr(simulate, "KafkaProducer", no_kafka)
+    scenario = Scenario(customers=60, start=START, seed=3, span=timedelta(hours=2))
+    expected = tmp_path / "expected.jsonl"
+    record(generate(scenario), expected)
+    for name in ("first.jsonl", "second.jsonl"):
+        args = ["--customers", "60", "--seed", "3", "--hours", "2", "--start", START.isoformat()]
+        result = CliRunner().invoke(app, ["simulate", *args, "--out", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        assert "left out" in result.output
+        assert (tmp_path / name).read_bytes() == expected.read_bytes()
+
+
+def test_simulate_out_has_no_pace(tmp_path: Path) -> None:
+    path = tmp_path / "traffic.jsonl"
+    result = CliRunner().invoke(app, ["simulate", "--out", str(path), "--pace", "100"])
+    assert result.exit_code == 2
+    assert "--pace" in result.output
+    assert not path.exists()
