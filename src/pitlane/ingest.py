@@ -5,12 +5,24 @@ worker's consumer, by tests and by benchmarks alike. Per batch it decodes and
 validates every record, reads every entity the batch needs in one or two round trips,
 applies the events in order in memory, and writes every changed entity back in one
 atomic compare-and-set. Bad records become dead letters; they never stop the batch.
+
+What a write decides to publish (triggers, held-back triggers, dead letters) is stored
+in the same compare-and-set, in an outbox entry, and published after it: a write that
+loses a compare-and-set publishes nothing, and one whose worker dies before publishing
+is published by another worker once its lease runs out (`OUTBOX_LEASE_FACTOR`).
+
+With the event clock (`PITLANE_CLOCK=event`) one worker applies everything, in event
+time (`pitlane.event_clock`): records are read and held (`read`), and each step
+(`advance`) applies the held events the watermark lets go together with the deadlines
+due between them, in one order whatever the batches, crashes or restarts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +32,16 @@ from typing import Protocol
 import orjson
 from redis.exceptions import RedisClusterException, RedisError
 
-from pitlane.adapters.redis_store import Loaded, RedisStore, VersionConflict, Write
+from pitlane.adapters.redis_store import (
+    LEASE_KEY,
+    Fence,
+    LeaseLost,
+    Loaded,
+    OutboxEntry,
+    RedisStore,
+    VersionConflict,
+    Write,
+)
 from pitlane.domain.apply import apply
 from pitlane.domain.decide import Decisions, decide, decision_keys
 from pitlane.domain.dedupe import Position, partition_name, settle
@@ -38,6 +59,7 @@ from pitlane.domain.routing import (
     routes_through_state,
     write_phases,
 )
+from pitlane.event_clock import EventClock, Release
 from pitlane.settings import Settings
 from pitlane.topics import Topics
 
@@ -46,6 +68,11 @@ log = logging.getLogger(__name__)
 MAX_CONFLICT_RETRIES = 8
 SWEEP_LEASE_S = 30.0
 """How long a claimed deadline is hidden from other workers while one decides it."""
+OUTBOX_LEASE_FACTOR = 3
+"""An outbox entry its writer has not published within this many group session
+timeouts (the time Kafka itself takes to declare a worker dead) is taken over."""
+STEP_LIMIT = 500
+"""Most events, and most deadlines, one event-clock step applies."""
 DECIDABLE = frozenset({"customer", "vehicle"})
 """Kinds of entity with triggers to decide; visitors and tombstones have none."""
 
@@ -64,6 +91,7 @@ INFRASTRUCTURE_ERRORS = (
     OSError,
     PublishFailed,
     ConflictsPersist,
+    LeaseLost,
 )
 """Failures of the world around a batch: retry the batch. Anything else is a defect
 that one event triggers, and that event alone goes to the dead-letter topic.
@@ -95,6 +123,38 @@ class OutMessage:
     value: bytes
 
 
+def pack_messages(messages: Sequence[OutMessage]) -> bytes:
+    """Messages as one byte string for the outbox: length-prefixed fields, so any key
+    and value bytes survive (a key of -1 bytes is no key)."""
+    parts = []
+    for m in messages:
+        topic = m.topic.encode()
+        key = b"" if m.key is None else m.key
+        parts.append(
+            b"%d:%b%d:%b%d:%b"
+            % (len(topic), topic, -1 if m.key is None else len(key), key, len(m.value), m.value)
+        )
+    return b"".join(parts)
+
+
+def unpack_messages(packed: bytes) -> list[OutMessage]:
+    """The messages `pack_messages` packed."""
+    at = 0
+
+    def field() -> bytes | None:
+        nonlocal at
+        colon = packed.index(b":", at)
+        length = int(packed[at:colon])
+        at = colon + 1 + max(length, 0)
+        return None if length < 0 else packed[colon + 1 : at]
+
+    messages = []
+    while at < len(packed):
+        topic, key, value = field() or b"", field(), field() or b""
+        messages.append(OutMessage(topic.decode(), key, value))
+    return messages
+
+
 class Publisher(Protocol):
     """Produces messages and returns once the broker acknowledged all of them."""
 
@@ -112,15 +172,15 @@ class BatchResult:
     conflicts: int = 0
     triggers: Counter[str] = field(default_factory=Counter)
     suppressed: Counter[str] = field(default_factory=Counter)
+    republished: int = 0
 
 
 class BatchHandler:
     """Applies batches of raw records and fires due deadlines; both safe to repeat.
 
     A batch and a sweep go through the same transaction: load what is needed, apply
-    events, decide triggers, publish them, then write states, deadlines and the
-    watermark in one compare-and-set. Publishing comes before the write so a crash
-    in between re-sends a trigger with the same id instead of losing it.
+    events, decide triggers, then write states, deadlines and the outbox entry of what
+    to publish in one compare-and-set, and publish after it.
     """
 
     def __init__(
@@ -128,59 +188,57 @@ class BatchHandler:
     ) -> None:
         self._settings = settings
         self._salt = settings.erasure_salt.get_secret_value()
-        self._event_clock = settings.clock == "event"
         self._store = store
         self._publisher = publisher
         self._topics = topics
         self._deadletter_topic = topics.topic("deadletter")
         self._anonymous_ttl = settings.anonymous_ttl_s
-        self._marks: dict[str, float] = {}
+        self._outbox_lease_s = OUTBOX_LEASE_FACTOR * settings.session_timeout_s
         self._committed: dict[str, int] = {}
         # Per input partition, the offset below which nothing can be redelivered.
-        self._expected: set[str] = set()
-        self._pending: dict[tuple[str, int, int], tuple[float, str, InputEvent, RawRecord]] = {}
         self._routes: dict[str, list[EntityKey]] = {}
         # First-round keys of the events in hand, so routing runs once per event.
+        self._unpublished: list[tuple[str, list[OutMessage]]] = []
+        # Outbox entries this worker wrote and has not published yet.
+        self._event_clock: EventClock[tuple[InputEvent, RawRecord]] | None = None
+        self._fence: Fence | None = None
+        self._letters: list[OutMessage] = []
+        # Event clock: dead letters read and not yet stored with the next step.
+        if settings.clock == "event":
+            self._event_clock = EventClock(settings.allowed_lateness_s, settings.idle_partition_s)
+
+    # --- wall clock -------------------------------------------------------------------
 
     async def handle(self, records: Sequence[RawRecord], now: datetime) -> BatchResult:
         """Apply `records` (in order per partition) and publish what they produce.
 
         Raises only on infrastructure failure (Redis or Kafka unreachable); the caller
         retries the same batch, which is safe because every entity skips the events it
-        has already applied.
+        has already applied and the outbox keeps what is still to publish.
         """
+        if self._event_clock is not None:
+            raise RuntimeError("the event clock reads with `read` and applies with `advance`")
+        await self._publish_unpublished(now)
         result = BatchResult()
         events: list[InputEvent] = []
         sources: list[RawRecord] = []
         positions: list[Position] = []
         letters: list[OutMessage] = []
-        marks: dict[str, float] = {}
         for record in records:
             partition = partition_name(record.topic, record.partition)
             # The first offset read from a partition is where the group had committed.
             self._committed.setdefault(partition, record.offset)
-            try:
-                event = decode_event(record.value or b"", record.topic)
-                self._routes[event.event_id] = keys_for(event, {}, self._salt)
-            except (InvalidEvent, Unroutable) as error:
-                reason = error.reason if isinstance(error, InvalidEvent) else str(error)
-                letters.append(self._dead_letter(record, reason, now))
+            decoded = self._decode(record, now)
+            if isinstance(decoded, OutMessage):
+                letters.append(decoded)
                 continue
-            events.append(event)
+            events.append(decoded)
             sources.append(record)
             positions.append((partition, record.offset))
-            result.events[event.type] += 1
-            if self._event_clock:  # only event-clock mode needs the marks
-                occurred = event.occurred_at.timestamp()
-                if occurred > marks.get(partition, float("-inf")):
-                    marks[partition] = occurred
-        self._remember(marks)
-        at = self._decision_time(now)
-        if self._event_clock:
-            events, sources = self._release(events, sources, at)
-            positions = [(partition_name(r.topic, r.partition), r.offset) for r in sources]
+            result.events[decoded.type] += 1
+        at = now.timestamp()
         try:
-            await self._transact(events, positions, [], at, result, marks)
+            await self._transact(events, positions, [], at, result, now, letters)
         except INFRASTRUCTURE_ERRORS:
             raise
         except Exception as error:
@@ -192,45 +250,19 @@ class BatchHandler:
                 )
             for event, record, position in zip(events, sources, positions, strict=True):
                 try:
-                    await self._transact([event], [position], [], at, result, marks)
+                    await self._transact([event], [position], [], at, result, now, [])
                 except INFRASTRUCTURE_ERRORS:
                     raise
                 except Exception as error:
                     log.exception("event %s could not be applied", event.event_id)
                     reason = f"could not be applied: {type(error).__name__}: {error}"
                     letters.append(self._dead_letter(record, reason, now))
-        if self._event_clock:  # the only mode that holds events back
-            for record in sources:
-                self._pending.pop((record.topic, record.partition, record.offset), None)
-        self._routes.clear()  # events held for the watermark route again when released
-        result.dead_letters = len(letters)
-        if letters:
-            await self._publisher.publish(letters)
+            if letters:
+                await self._publisher.publish(letters)
+            result.dead_letters += len(letters)
+        self._routes.clear()
+        await self._publish_unpublished(now)
         return result
-
-    def _release(
-        self, events: list[InputEvent], sources: list[RawRecord], at: float
-    ) -> tuple[list[InputEvent], list[RawRecord]]:
-        """Event-clock mode: hold events until the watermark passes them, then release
-        them in event-time order, so every replay applies them in the same order
-        whatever the interleaving of partitions and topics it was read in."""
-        for event, record in zip(events, sources, strict=True):
-            position = (record.topic, record.partition, record.offset)
-            self._pending[position] = (event.occurred_at.timestamp(), event.event_id, event, record)
-        ready = sorted(
-            (entry for entry in self._pending.values() if entry[0] <= at),
-            key=lambda entry: (entry[0], entry[1]),
-        )
-        return [entry[2] for entry in ready], [entry[3] for entry in ready]
-
-    def committable(self, consumed: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
-        """Offsets safe to commit: past what was consumed, but never past an event that
-        is still held for the watermark (a restart must read it again)."""
-        held: dict[tuple[str, int], int] = {}
-        for topic, partition, offset in self._pending:
-            key = (topic, partition)
-            held[key] = min(held.get(key, offset), offset)
-        return {key: min(offset, held.get(key, offset)) for key, offset in consumed.items()}
 
     def committed(self, offsets: dict[tuple[str, int], int]) -> None:
         """The consumer committed `offsets`: events below them are never redelivered,
@@ -240,54 +272,164 @@ class BatchHandler:
             self._committed[name] = max(offset, self._committed.get(name, offset))
 
     def forget_partitions(self, partitions: set[tuple[str, int]]) -> None:
-        """Drop held events and commit bookkeeping of partitions this worker no
-        longer owns (whoever owns them next commits them)."""
-        for position in [p for p in self._pending if (p[0], p[1]) in partitions]:
-            del self._pending[position]
+        """Drop the commit bookkeeping of partitions this worker no longer owns
+        (whoever owns them next commits them)."""
         for topic, partition in partitions:
             self._committed.pop(partition_name(topic, partition), None)
 
     async def fire_due(self, now: datetime, limit: int = 500) -> BatchResult:
-        """Decide every entity whose deadline has passed; they are leased to this worker."""
+        """Decide every entity whose deadline has passed; they are leased to this
+        worker. Also publishes what dead workers left in the outbox."""
         result = BatchResult()
-        if self._event_clock:
-            self._remember(await self._store.partition_marks())
-            if not self._marks:
-                return result
-        at = self._decision_time(now)
-        if at == float("-inf"):
+        await self._publish_unpublished(now)
+        result.republished = await self.take_over_outbox(now)
+        if self._event_clock is not None:  # the event clock fires deadlines in `advance`
             return result
+        at = now.timestamp()
         due = await self._store.claim_due(at, SWEEP_LEASE_S, limit)
         if due:
-            await self._transact([], [], due, at, result, {})
+            await self._transact([], [], due, at, result, now, [])
+            await self._publish_unpublished(now)
         return result
 
-    def expect_partitions(self, partitions: set[str]) -> None:
-        """The input partitions that hold data, as `topic:partition`.
+    async def take_over_outbox(self, now: datetime, everything: bool = False) -> int:
+        """Publish outbox entries whose writer died before publishing them (all of
+        them with `everything`: the event clock's new leader fenced the old one out);
+        returns how many messages went out again."""
+        expired_by = float("inf") if everything else now.timestamp()
+        lease_until = now.timestamp() + self._outbox_lease_s
+        sent = 0
+        while taken := await self._store.claim_outbox(expired_by, lease_until, 100):
+            messages = [m for _, packed in taken for m in unpack_messages(packed)]
+            log.warning("publishing %d messages a stopped worker left in the outbox", len(messages))
+            await self._publisher.publish(messages)
+            await self._store.drop_outbox([entry for entry, _ in taken])
+            sent += len(messages)
+        return sent
 
-        In event-clock mode the watermark waits until each of them has been read from,
-        so a partition not yet reached cannot be overtaken by the others.
-        """
-        self._expected = partitions
+    # --- event clock ------------------------------------------------------------------
 
-    def _remember(self, marks: dict[str, float]) -> None:
-        for partition, mark in marks.items():
-            if mark > self._marks.get(partition, float("-inf")):
-                self._marks[partition] = mark
+    @property
+    def event_clock(self) -> EventClock[tuple[InputEvent, RawRecord]]:
+        """The event clock's bookkeeping (event-clock mode only)."""
+        if self._event_clock is None:
+            raise RuntimeError("the wall clock keeps no event-clock bookkeeping")
+        return self._event_clock
 
-    def _decision_time(self, now: datetime) -> float:
-        """Wall clock, or the event-time watermark less the allowed lateness.
+    def lead(self, token: str) -> None:
+        """This worker now holds the event-clock lease under `token`: its writes are
+        valid only while it does."""
+        assert self._event_clock is not None
+        self._fence = Fence(LEASE_KEY, token)
+        self._event_clock = EventClock(
+            self._settings.allowed_lateness_s, self._settings.idle_partition_s
+        )
+        self._letters.clear()
 
-        The watermark is the smallest of the input partitions' largest event times, and
-        is not defined before every partition holding data has been read from, so a
-        partition that is behind (a replay read faster on one partition than on
-        another) never lets deadlines fire before its own older events are applied.
-        """
-        if not self._event_clock:
-            return now.timestamp()
-        if not self._marks or not self._expected.issubset(self._marks):
-            return float("-inf")
-        return min(self._marks.values()) - self._settings.allowed_lateness_s
+    async def read(self, records: Sequence[RawRecord], now: datetime) -> BatchResult:
+        """Event clock: account for `records` (from partitions `clock.restore`d) and
+        hold their events; `advance` applies them."""
+        assert self._event_clock is not None
+        result = BatchResult()
+        for record in records:
+            partition = partition_name(record.topic, record.partition)
+            fresh = self._event_clock.to_read(partition, record.offset)
+            decoded = self._decode(record, now)
+            if isinstance(decoded, OutMessage):
+                if fresh:
+                    self._letters.append(decoded)
+                self._event_clock.finish(partition, record.offset)
+                continue
+            occurred = decoded.occurred_at.timestamp()
+            self._event_clock.read(
+                partition, record.offset, occurred, decoded.event_id, (decoded, record)
+            )
+            if fresh:
+                result.events[decoded.type] += 1
+        return result
+
+    async def advance(self, now: datetime, monotonic: float) -> BatchResult:
+        """Event clock: apply, step by step, everything the watermark lets go and every
+        deadline due before it, in event time; publishes what the steps decide."""
+        assert self._event_clock is not None
+        assert self._fence is not None
+        await self._publish_unpublished(now)
+        result = BatchResult()
+        watermark = self._event_clock.watermark(monotonic)
+        while True:
+            due = (
+                await self._store.due(watermark, STEP_LIMIT + 1)
+                if watermark > float("-inf")
+                else []
+            )
+            frontier = watermark
+            if len(due) > STEP_LIMIT:
+                due = due[:STEP_LIMIT]
+                frontier = due[-1][1]
+            release = self._event_clock.ready(frontier, STEP_LIMIT)
+            frontier = min(frontier, release.frontier)
+            due = [(key, at) for key, at in due if at <= frontier]
+            letters, self._letters = self._letters, []
+            if not release.held and not due and not letters and not release.positions:
+                break
+            try:
+                await self._step(release, due, frontier, result, now, letters)
+            except BaseException:
+                self._letters = letters + self._letters
+                raise
+            self._event_clock.released(release)
+            result.dead_letters += len(letters)
+        self._routes.clear()
+        await self._publish_unpublished(now)
+        return result
+
+    async def _step(
+        self,
+        release: Release[tuple[InputEvent, RawRecord]],
+        due: list[tuple[EntityKey, float]],
+        frontier: float,
+        result: BatchResult,
+        now: datetime,
+        letters: list[OutMessage],
+    ) -> None:
+        """Apply one release of held events with the deadlines due among them, in
+        event time: a deadline fires before any event at or after its moment."""
+        events = [held.item[0] for held in release.held]
+        tx = _Transaction(self._store)
+        await self._load(tx, events, [key for key, _ in due])
+        order = _InEventTime(self, tx, due, frontier)
+        duplicates = 0
+        notes: Counter[str] = Counter()
+        for held, event in zip(release.held, events, strict=True):
+            at = held.release_at
+            await order.fire_until(at)
+            keys = await self._keys(tx, event, self._first_keys(event), [])
+            await order.decide([k for k in keys if k.kind in DECIDABLE], at)
+            applied = apply(event, tx.working, self._settings)
+            duplicates += not applied.changed
+            tx.changed |= applied.changed
+            _note(notes, applied.notes, event)
+            await order.decide([k for k in applied.changed if k.kind in DECIDABLE], at)
+        await order.fire_until(frontier)
+        decisions = order.decisions
+        outputs = [*trigger_messages(decisions, self._topics), *letters]
+        positions = {p: position.encode() for p, position in release.positions.items()}
+        await self._write(tx, decisions, {}, outputs, now, positions)
+        result.duplicates += duplicates
+        result.notes.update(notes)
+        _count(result, decisions)
+
+    # --- shared -----------------------------------------------------------------------
+
+    def _decode(self, record: RawRecord, now: datetime) -> InputEvent | OutMessage:
+        """The record's event, routed once, or its dead letter."""
+        try:
+            event = decode_event(record.value or b"", record.topic)
+            self._routes[event.event_id] = keys_for(event, {}, self._salt)
+        except (InvalidEvent, Unroutable) as error:
+            reason = error.reason if isinstance(error, InvalidEvent) else str(error)
+            return self._dead_letter(record, reason, now)
+        return event
 
     async def _transact(
         self,
@@ -296,11 +438,12 @@ class BatchHandler:
         due: list[EntityKey],
         at: float,
         result: BatchResult,
-        marks: dict[str, float],
+        now: datetime,
+        letters: list[OutMessage],
     ) -> None:
         for attempt in range(MAX_CONFLICT_RETRIES):
             try:
-                await self._apply_and_decide(events, positions, due, at, result, marks)
+                await self._apply_and_decide(events, positions, due, at, result, now, letters)
                 return
             except VersionConflict as conflict:
                 result.conflicts += 1
@@ -315,14 +458,42 @@ class BatchHandler:
         due: list[EntityKey],
         at: float,
         result: BatchResult,
-        marks: dict[str, float],
+        now: datetime,
+        letters: list[OutMessage],
     ) -> None:
         tx = _Transaction(self._store)
+        firsts = await self._load(tx, events, due)
+        notes: Counter[str] = Counter()
+        duplicates = 0
+        routes: list[Route] = []
+        for event, position, first in zip(events, positions, firsts, strict=True):
+            await self._keys(tx, event, first, routes)
+            applied = apply(event, tx.working, self._settings, position)
+            duplicates += not applied.changed
+            tx.changed |= applied.changed
+            _note(notes, applied.notes, event)
+        touched = [k for k in (*tx.changed, *due) if k.kind in DECIDABLE]
+        decisions = await self._decide(tx, touched, at)
+        phases = write_phases(routes) if self._store.splits_writes else {}
+        for key in tx.changed:
+            if (state := tx.working[key]) is not None:
+                settle(state, self._committed)
+        outputs = [*trigger_messages(decisions, self._topics), *letters]
+        await self._write(tx, decisions, phases, outputs, now, None)
+        result.duplicates += duplicates
+        result.notes.update(notes)
+        result.dead_letters += len(letters)
+        _count(result, decisions)
+
+    async def _load(
+        self, tx: _Transaction, events: list[InputEvent], due: list[EntityKey]
+    ) -> list[list[EntityKey]]:
+        """Read what `events` and the `due` entities need: the keys each event names by
+        itself, then in one more round trip for the batch the entities some of them
+        name once those are loaded (a visitor's customer, a car's previous owner) and
+        the owners deciding about a car needs. Returns each event's first keys."""
         firsts = [self._first_keys(e) for e in events]
         await tx.load([*due, *(k for keys in firsts for k in keys)])
-        # Some events name more entities once their first ones are loaded (a visitor's
-        # customer, a car's previous owner), and deciding about a car needs its owner:
-        # one more round trip covers the batch.
         await tx.load(
             [
                 *(
@@ -334,66 +505,78 @@ class BatchHandler:
                 *self._owners(tx.working, [k for k in tx.versions if k.kind == "vehicle"]),
             ]
         )
-        decisions = Decisions()
-        notes: Counter[str] = Counter()
-        duplicates = 0
-        routes: list[Route] = []
-        for event, position, first in zip(events, positions, firsts, strict=True):
-            keys = first
-            if routes_through_state(event, first):
-                keys = keys_for(event, tx.working, self._salt)
-                while missing := [k for k in keys if k not in tx.versions]:
-                    await tx.load(missing)
-                    keys = keys_for(event, tx.working, self._salt)
-                if event.type in ROUTES_LOST_BY_APPLYING:
-                    routes.append((first, [k for k in keys if k not in first]))
-            if self._event_clock:
-                # What was due before this event in event time fires first, as it did live.
-                occurred = event.occurred_at.timestamp()
-                before = [k for k in keys if k.kind in DECIDABLE]
-                _merge(decisions, await self._decide(tx, before, occurred))
-            applied = apply(event, tx.working, self._settings, position)
-            if not applied.changed:
-                duplicates += 1
-            tx.changed |= applied.changed
-            if applied.notes:  # rarely any: Counter.update is Python, even when empty
-                notes.update(applied.notes)
-                for note in applied.notes:
-                    if note.startswith("identity conflict"):
-                        log.warning("%s (event %s)", note, event.event_id)
-            if self._event_clock:
-                # What the event itself makes true fires at the event's own time.
-                after = [k for k in applied.changed if k.kind in DECIDABLE]
-                _merge(decisions, await self._decide(tx, after, occurred))
-        touched = [k for k in (*tx.changed, *due) if k.kind in DECIDABLE]
-        if at != float("-inf"):
-            _merge(decisions, await self._decide(tx, touched, at))
-        phases = write_phases(routes) if self._store.splits_writes else {}
-        outputs = trigger_messages(decisions, self._topics)
+        return firsts
+
+    async def _keys(
+        self, tx: _Transaction, event: InputEvent, first: list[EntityKey], routes: list[Route]
+    ) -> list[EntityKey]:
+        """Every entity `event` needs as the batch stands now, loaded; notes in `routes`
+        those it reaches through state it then changes (for the write order)."""
+        if not routes_through_state(event, first):
+            return first
+        keys = keys_for(event, tx.working, self._salt)
+        while missing := [k for k in keys if k not in tx.versions]:
+            await tx.load(missing)
+            keys = keys_for(event, tx.working, self._salt)
+        if event.type in ROUTES_LOST_BY_APPLYING:
+            routes.append((first, [k for k in keys if k not in first]))
+        return keys
+
+    async def _write(
+        self,
+        tx: _Transaction,
+        decisions: Decisions,
+        phases: dict[EntityKey, int],
+        outputs: list[OutMessage],
+        now: datetime,
+        positions: dict[str, bytes] | None,
+    ) -> None:
+        """Store the transaction with its outbox entry; on success the entry is this
+        worker's to publish."""
+        entry = None
         if outputs:
-            await self._publisher.publish(outputs)
-        for key in tx.changed:
-            if (state := tx.working[key]) is not None:
-                settle(state, self._committed)
+            lease_until = now.timestamp() + self._outbox_lease_s
+            entry = OutboxEntry(uuid.uuid4().hex, pack_messages(outputs), lease_until)
         ttl = self._anonymous_ttl
-        await self._store.write(
-            (
-                Write(
-                    key,
-                    tx.versions[key],
-                    tx.working[key],
-                    ttl if key.kind == "anonymous" else 0,
-                    phases.get(key, 0),
-                )
-                for key in sorted(tx.changed)
-            ),
-            decisions.deadlines,
-            marks,
-        )
-        result.duplicates += duplicates
-        result.notes.update(notes)
-        result.triggers.update(t.type for t in decisions.triggers)
-        result.suppressed.update(s.reason for s in decisions.suppressed)
+        try:
+            await self._store.write(
+                (
+                    Write(
+                        key,
+                        tx.versions[key],
+                        tx.working[key],
+                        ttl if key.kind == "anonymous" else 0,
+                        phases.get(key, 0),
+                    )
+                    for key in sorted(tx.changed)
+                ),
+                decisions.deadlines,
+                positions=positions,
+                fence=self._fence,
+                outbox=entry,
+            )
+        except VersionConflict:
+            if entry is not None and self._store.splits_writes:  # stored ahead of the states
+                await self._store.drop_outbox([entry.id])
+            raise
+        if entry is not None:
+            self._unpublished.append((entry.id, outputs))
+
+    async def _publish_unpublished(self, now: datetime) -> None:
+        """Publish this worker's outbox entries, then forget them; on failure they stay
+        (their lease renewed) for the batch's retry. Taken from the list before the
+        first await, so a sweep and a batch running side by side never both send one."""
+        pending, self._unpublished = self._unpublished, []
+        if not pending:
+            return
+        ids = [entry for entry, _ in pending]
+        try:
+            await self._store.renew_outbox(ids, now.timestamp() + self._outbox_lease_s)
+            await self._publisher.publish([m for _, messages in pending for m in messages])
+        except BaseException:
+            self._unpublished[:0] = pending
+            raise
+        await self._store.drop_outbox(ids)
 
     def _first_keys(self, event: InputEvent) -> list[EntityKey]:
         keys = self._routes.get(event.event_id)
@@ -410,8 +593,10 @@ class BatchHandler:
         ]
 
     async def _decide(self, tx: _Transaction, keys: list[EntityKey], at: float) -> Decisions:
+        if not keys:
+            return Decisions()
         await tx.load(self._owners(tx.working, keys))
-        decisions = decide(tx.working, keys, at, self._settings, self._event_clock)
+        decisions = decide(tx.working, keys, at, self._settings, self._event_clock is not None)
         tx.changed |= decisions.changed
         return decisions
 
@@ -428,6 +613,57 @@ class BatchHandler:
         return OutMessage(
             self._deadletter_topic, record.key, orjson.dumps(letter.model_dump(mode="json"))
         )
+
+
+class _InEventTime:
+    """Deadlines of one event-clock step, fired in time order between its events:
+    those due at the start, and those its decisions arm before its frontier."""
+
+    def __init__(
+        self,
+        handler: BatchHandler,
+        tx: _Transaction,
+        due: list[tuple[EntityKey, float]],
+        frontier: float,
+    ) -> None:
+        self._handler = handler
+        self._tx = tx
+        self._frontier = frontier
+        self._armed: dict[EntityKey, float | None] = dict(due)
+        self._queue = [(at, key) for key, at in due]
+        heapq.heapify(self._queue)
+        self.decisions = Decisions()
+
+    async def decide(self, keys: list[EntityKey], at: float) -> None:
+        """Decide `keys` at `at`, queueing what they arm before the frontier."""
+        more = await self._handler._decide(self._tx, keys, at)
+        _merge(self.decisions, more)
+        for key, deadline in more.deadlines.items():
+            self._armed[key] = deadline
+            if deadline is not None and deadline <= self._frontier:
+                heapq.heappush(self._queue, (deadline, key))
+
+    async def fire_until(self, moment: float) -> None:
+        """Fire every queued deadline at or before `moment`, earliest first."""
+        while self._queue and self._queue[0][0] <= moment:
+            at, key = heapq.heappop(self._queue)
+            if self._armed.get(key) == at:  # else re-armed since: a stale entry
+                await self.decide([key], at)
+
+
+def _note(notes: Counter[str], applied: list[str], event: InputEvent) -> None:
+    """Count what applying an event noted; identity conflicts are logged too."""
+    if applied:  # rarely any: Counter.update is Python, even when empty
+        notes.update(applied)
+        for note in applied:
+            if note.startswith("identity conflict"):
+                log.warning("%s (event %s)", note, event.event_id)
+
+
+def _count(result: BatchResult, decisions: Decisions) -> None:
+    """Count a stored transaction's triggers and held-back ones."""
+    result.triggers.update(t.type for t in decisions.triggers)
+    result.suppressed.update(s.reason for s in decisions.suppressed)
 
 
 class _Transaction:

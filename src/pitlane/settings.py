@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DAY_S = 86_400
@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     allowed_lateness_s: float = Field(
         300, ge=0, description="How late an event may arrive and still count in event-clock mode."
     )
+    idle_partition_s: float = Field(
+        5,
+        gt=0,
+        description="Event clock: a partition read to its end that receives nothing for this"
+        " long stops holding the watermark back, so a replay finishes on its own.",
+    )
     dedupe_ids: int = Field(
         32,
         gt=0,
@@ -135,6 +141,15 @@ class Settings(BaseSettings):
         if not value.startswith("kafka://"):
             raise ValueError(f"PITLANE_BROKER must look like kafka://host:port, got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _event_clock_on_one_primary(self) -> Settings:
+        if self.clock == "event" and self.redis_cluster:
+            raise ValueError(
+                "PITLANE_CLOCK=event needs one Redis primary (PITLANE_REDIS_CLUSTER=false): its"
+                " exactness rests on one atomic write of state and input positions"
+            )
+        return self
 
     @property
     def bootstrap_servers(self) -> list[str]:

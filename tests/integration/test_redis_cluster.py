@@ -20,7 +20,7 @@ from kafka import KafkaProducer
 from redis.exceptions import RedisError, SlotNotCoveredError
 
 from pitlane.adapters.redis_cluster_store import RedisClusterStore
-from pitlane.adapters.redis_store import VersionConflict, Write, redis_key
+from pitlane.adapters.redis_store import OutboxEntry, VersionConflict, Write, redis_key
 from pitlane.domain import entities
 from pitlane.domain.entities import EntityKey
 from pitlane.ingest import INFRASTRUCTURE_ERRORS, BatchHandler
@@ -109,12 +109,21 @@ async def test_a_batch_across_every_node_is_read_and_written(store: RedisCluster
     assert all([await store.deadline(k) for k in keys])  # every abandonment deadline is armed
 
 
-async def test_watermarks_only_move_forward(store: RedisClusterStore) -> None:
-    partition = f"{unique('topic')}:0"
-    await store.write([], None, {partition: 20.0})
-    await store.write([], None, {partition: 10.0})
+async def test_the_outbox_entry_is_stored_with_the_writes(store: RedisClusterStore) -> None:
+    key = entities.customer(unique("C"))
+    entry = OutboxEntry(unique("entry"), b"packed messages", 123.0)
 
-    assert (await store.partition_marks())[partition] == 20.0
+    await store.write([Write(key, 0, {"n": 1})], {key: 5.0}, outbox=entry)
+
+    assert (await store.load([key]))[key].state == {"n": 1}
+    assert await store.claim_outbox(200.0, 300.0, 10) == [(entry.id, b"packed messages")]
+    await store.drop_outbox([entry.id])
+    assert await store.claim_outbox(float("inf"), 300.0, 10) == []
+
+
+async def test_event_clock_positions_need_one_primary(store: RedisClusterStore) -> None:
+    with pytest.raises(ValueError, match="single Redis primary"):
+        await store.write([], positions={"telematics.events:0": b"{}"})
 
 
 async def test_a_moved_version_in_any_slot_is_a_conflict(store: RedisClusterStore) -> None:

@@ -11,12 +11,14 @@ pipeline, one round trip per node.
 Writes are no longer all-or-nothing across nodes; what keeps a crash between them
 harmless is their order, each step one round trip:
 
-1. deadlines first: a state written without its deadline would be a duplicate on
+1. the outbox entry first: messages stored without their state are decided again,
+   the same, on redelivery (after a crash a trigger may come twice, with the same id
+   and content), while a state stored without its messages would lose them;
+2. deadlines next: a state written without its deadline would be a duplicate on
    redelivery and never be decided again, while a deadline without its state is
    only decided early, finds nothing due and re-arms;
-2. entity states by `Write.phase` (entities reached through another's state before
-   that other, see `routing.write_phases`), each entity still compare-and-set;
-3. the event-time watermark last, which only moves forward.
+3. entity states by `Write.phase` (entities reached through another's state before
+   that other, see `routing.write_phases`), each entity still compare-and-set.
 
 A version conflict stops the write at the step it happens in; the batch is re-read
 and re-applied, and the entities already written skip the events they applied. A
@@ -35,12 +37,13 @@ from redis.crc import key_slot
 from redis.exceptions import NoScriptError, ResponseError
 
 from pitlane.adapters.redis_store import (
-    CLAIM_DUE,
     COMPARE_AND_SET,
+    Fence,
+    OutboxEntry,
     RedisStore,
-    VersionConflict,
     Write,
     compare_and_set_arguments,
+    raise_conflict,
     redis_key,
     timer_member,
     timer_shard,
@@ -48,8 +51,8 @@ from pitlane.adapters.redis_store import (
 from pitlane.domain.entities import EntityKey
 
 _CROSS_SLOT = "#!lua flags=allow-cross-slot-keys\n"
-NODE_COMPARE_AND_SET = f"{_CROSS_SLOT}local KEYS = {{unpack(ARGV, 9)}}\n{COMPARE_AND_SET}"
-"""`COMPARE_AND_SET` over keys of many slots of one node, passed after its 8 arguments."""
+NODE_COMPARE_AND_SET = f"{_CROSS_SLOT}local KEYS = {{unpack(ARGV, 14)}}\n{COMPARE_AND_SET}"
+"""`COMPARE_AND_SET` over keys of many slots of one node, passed after its 13 arguments."""
 NODE_READ = (
     f"{_CROSS_SLOT}local values = {{}}\n"
     "for i, key in ipairs(ARGV) do values[i] = redis.call('GET', key) end\n"
@@ -94,7 +97,7 @@ class RedisClusterStore(RedisStore):
                 int(str(info["redis_version"]).split(".")[0]) >= 7 for info in servers.values()
             )
         await self._load_scripts()
-        self._claim = client.register_script(CLAIM_DUE)
+        self._register_shared_scripts(client)
 
     @property
     def cluster(self) -> RedisCluster:
@@ -130,24 +133,32 @@ class RedisClusterStore(RedisStore):
         self,
         writes: Iterable[Write],
         deadlines: Mapping[EntityKey, float | None] | None = None,
-        marks: Mapping[str, float] | None = None,
+        *,
+        positions: Mapping[str, bytes] | None = None,
+        fence: Fence | None = None,
+        outbox: OutboxEntry | None = None,
     ) -> None:
-        """Store deadlines, then states phase by phase, then marks (see the module)."""
+        """Store the outbox entry, deadlines, then states phase by phase (see the module).
+
+        Event-clock positions and fences need one atomic write: the event clock runs on
+        one Redis primary only (the settings refuse it with a cluster).
+        """
+        if positions or fence:
+            raise ValueError("event-clock positions need a single Redis primary")
         batch = list(writes)
         shards = self._group(
             sorted((deadlines or {}).items()),
             lambda t: timer_shard(timer_member(t[0]), self._shards),
         )
-        steps: list[list[_Call]] = [
-            [(*compare_and_set_arguments([], timers, {}, self._shards), []) for timers in shards]
-        ]
+        steps: list[list[_Call]] = []
+        if outbox is not None:
+            steps.append([(*compare_and_set_arguments([], [], self._shards, outbox=outbox), [])])
+        steps.append(
+            [(*compare_and_set_arguments([], timers, self._shards), []) for timers in shards]
+        )
         for phase in sorted({w.phase for w in batch}):
             groups = self._group([w for w in batch if w.phase == phase], lambda w: redis_key(w.key))
-            steps.append(
-                [(*compare_and_set_arguments(ws, [], {}, self._shards), ws) for ws in groups]
-            )
-        if marks:
-            steps.append([(*compare_and_set_arguments([], [], marks, self._shards), [])])
+            steps.append([(*compare_and_set_arguments(ws, [], self._shards), ws) for ws in groups])
         for calls in steps:
             if calls:
                 await self._compare_and_set(calls)
@@ -192,7 +203,7 @@ class RedisClusterStore(RedisStore):
         results = await self._pipeline(commands)
         for (_, _, ws), result in zip(calls, results, strict=True):
             if result:
-                raise VersionConflict(ws[int(result[0]) - 1].key)
+                raise_conflict(ws, int(result[0]))
 
     async def _pipeline(self, commands: Sequence[_Command]) -> list[Any]:
         """Send `commands` (to the node given, else by their keys) in one pipeline.

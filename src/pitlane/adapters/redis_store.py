@@ -27,15 +27,20 @@ from pitlane.settings import Settings
 _PREFIX = {"customer": "cust", "anonymous": "anon", "vehicle": "veh", "erased": "erased"}
 _SUFFIX = {"customer": ":profile", "anonymous": ":profile", "vehicle": ":state", "erased": ""}
 
-# KEYS: n entities, then the timer shards used, then the watermark hash (if marks).
+# KEYS: n entities, then the timer shards used, then the extra keys ARGV[8] places.
 # ARGV[1]: n. ARGV[2], [3], [4]: per entity, comma-separated: expected version, TTL
 # (0 = none), byte length of the new value (-1 = delete). ARGV[5]: the new values,
 # concatenated. ARGV[6]: timer members, separated by 0x1f (ASCII unit separator).
 # ARGV[7]: per member "shard-key-index deadline" ("index" alone = drop), comma-separated.
-# ARGV[8]: watermark "partition mark" pairs, separated by 0x1f.
+# ARGV[8]: where in KEYS the positions hash, the clock lease, the outbox and its lease
+# index are, comma-separated (0 = not named). ARGV[9]: the lease token the writer
+# holds (checked when the lease is named: a worker that lost it writes nothing).
+# ARGV[10]: positions, "partition 0x1e encoded" pairs separated by 0x1f. ARGV[11],
+# [12], [13]: an outbox entry to add (id, messages, lease expiry; '' = none).
 # Packing many values into few arguments keeps the client from encoding thousands of
 # arguments per batch. All-or-nothing: the first moved version aborts the whole write
-# and is reported, so state, deadlines and watermark always move together.
+# and is reported ({i}; {0}: the lease is lost), so state, deadlines, positions and
+# outbox always move together.
 COMPARE_AND_SET = """
 local n = tonumber(ARGV[1])
 local function split(text, sep)
@@ -44,6 +49,9 @@ local function split(text, sep)
   for part in string.gmatch(text .. sep, '(.-)' .. sep) do parts[#parts + 1] = part end
   return parts
 end
+local at = {}
+for i, index in ipairs(split(ARGV[8], ',')) do at[i] = tonumber(index) end
+if at[2] > 0 and redis.call('GET', KEYS[at[2]]) ~= ARGV[9] then return {0} end
 local versions, ttls, lengths = split(ARGV[2], ','), split(ARGV[3], ','), split(ARGV[4], ',')
 for i = 1, n do
   local current = redis.call('GET', KEYS[i])
@@ -76,13 +84,13 @@ for j, member in ipairs(members) do
     redis.call('ZADD', KEYS[tonumber(shard)], deadline, member)
   end
 end
-local marks = KEYS[#KEYS]
-for _, pair in ipairs(split(ARGV[8], '\\31')) do
-  local partition, mark = string.match(pair, '^(.*) (%S+)$')
-  local current = redis.call('HGET', marks, partition)
-  if not current or tonumber(mark) > tonumber(current) then
-    redis.call('HSET', marks, partition, mark)
-  end
+for _, pair in ipairs(split(ARGV[10], '\\31')) do
+  local partition, position = string.match(pair, '^(.-)\\30(.*)$')
+  redis.call('HSET', KEYS[at[1]], partition, position)
+end
+if ARGV[11] ~= '' then
+  redis.call('HSET', KEYS[at[3]], ARGV[11], ARGV[12])
+  redis.call('ZADD', KEYS[at[4]], ARGV[13], ARGV[11])
 end
 return {}
 """
@@ -97,8 +105,48 @@ for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], lease, member) end
 return due
 """
 
-WATERMARKS_KEY = "pitlane:watermarks"
-"""Hash of input partition -> largest event time applied from it (event-clock mode)."""
+# KEYS: the outbox, its lease index. ARGV: lease expiry up to which to take, the new
+# expiry, limit. Takes the entries whose writer neither published nor renewed them in
+# time (it died), leased to the caller.
+CLAIM_OUTBOX = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+local taken = {}
+for _, id in ipairs(ids) do
+  local messages = redis.call('HGET', KEYS[1], id)
+  if messages then
+    redis.call('ZADD', KEYS[2], ARGV[2], id)
+    taken[#taken + 1] = id
+    taken[#taken + 1] = messages
+  else
+    redis.call('ZREM', KEYS[2], id)
+  end
+end
+return taken
+"""
+
+# KEYS[1]: the clock lease. ARGV: token, lease ms. Takes the lease if free, or renews
+# it for its holder; 1 when the caller holds it afterwards.
+HOLD_LEASE = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# KEYS[1]: the clock lease. ARGV[1]: token. Gives the lease up if the caller holds it.
+DROP_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+POSITIONS_KEY = "pitlane:clock:{clock}:positions"
+"""Hash of input partition -> its event-clock `Position` (see `pitlane.event_clock`)."""
+LEASE_KEY = "pitlane:clock:{clock}:leader"
+"""Token of the one worker applying events in event-clock mode, with its lease."""
+OUTBOX_KEY = "pitlane:outbox:{outbox}"
+"""Hash of outbox entry id -> the messages a write decided, until they are published."""
+OUTBOX_LEASES_KEY = "pitlane:outbox:{outbox}:leases"
+"""Sorted set of outbox entry id -> when its writer's claim on it runs out."""
 
 
 def redis_key(key: EntityKey) -> str:
@@ -127,14 +175,37 @@ def timer_shard_key(shard: int) -> str:
     return f"pitlane:timers:{{{shard}}}"
 
 
+class OutboxEntry(NamedTuple):
+    """Messages a write decided, stored with it and published after it.
+
+    `id` names the entry (one per write attempt), `messages` is their encoded form
+    (`pitlane.outbox`), `lease_until` (epoch seconds) when another worker may take them
+    over if the writer has not published them by then.
+    """
+
+    id: str
+    messages: bytes
+    lease_until: float
+
+
+class Fence(NamedTuple):
+    """The lease a write is only valid under: its key and the token of its holder."""
+
+    key: str
+    token: str
+
+
 def compare_and_set_arguments(
     batch: Sequence[Write],
     timers: Sequence[tuple[EntityKey, float | None]],
-    marks: Mapping[str, float],
     shards: int,
+    positions: Mapping[str, bytes] | None = None,
+    fence: Fence | None = None,
+    outbox: OutboxEntry | None = None,
 ) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of one `COMPARE_AND_SET` call; the marks hash is named only when
-    there are marks, so a call can be confined to one Redis Cluster slot."""
+    """KEYS and ARGV of one `COMPARE_AND_SET` call; the positions hash, lease and
+    outbox are named only when used, so a call can be confined to one Redis Cluster
+    slot."""
     values = [b"" if w.state is None else encode(w.expected_version + 1, w.state) for w in batch]
     shard_index: dict[str, int] = {}
     members: list[str] = []
@@ -146,8 +217,17 @@ def compare_and_set_arguments(
         members.append(member)
         timer_args.append(f"{index}" if deadline is None else f"{index} {deadline!r}")
     keys = [*(redis_key(w.key) for w in batch), *shard_index]
-    if marks:
-        keys.append(WATERMARKS_KEY)
+    extras = [
+        POSITIONS_KEY if positions else None,
+        fence.key if fence else None,
+        OUTBOX_KEY if outbox else None,
+        OUTBOX_LEASES_KEY if outbox else None,
+    ]
+    places = []
+    for extra in extras:
+        if extra is not None:
+            keys.append(extra)
+        places.append(0 if extra is None else len(keys))
     args = [
         len(batch),
         ",".join(str(w.expected_version) for w in batch),
@@ -158,7 +238,10 @@ def compare_and_set_arguments(
         b"".join(values),
         "\x1f".join(members),
         ",".join(timer_args),
-        "\x1f".join(f"{p} {m!r}" for p, m in sorted(marks.items())),
+        ",".join(map(str, places)),
+        fence.token if fence else "",
+        b"\x1f".join(b"%s\x1e%s" % (p.encode(), v) for p, v in sorted((positions or {}).items())),
+        *((outbox.id, outbox.messages, repr(outbox.lease_until)) if outbox else ("", "", "")),
     ]
     return keys, args
 
@@ -196,6 +279,17 @@ class VersionConflict(Exception):
         self.key = key
 
 
+class LeaseLost(Exception):
+    """A write under a fence whose lease another worker holds now: nothing was written."""
+
+
+def raise_conflict(batch: Sequence[Write], result: int) -> None:
+    """Raise what a `COMPARE_AND_SET` reply other than success means."""
+    if result == 0:
+        raise LeaseLost("the event-clock lease is held by another worker")
+    raise VersionConflict(batch[result - 1].key)
+
+
 _ABSENT = Loaded(0, None)
 """What every missing key decodes to (most erasure markers): one shared value."""
 
@@ -217,7 +311,7 @@ def encode(version: int, state: State) -> bytes:
 
 @mypyc_attr(allow_interpreted_subclasses=True)
 class RedisStore:
-    """Batch reads and atomic batch writes of entity state, deadlines and watermark.
+    """Batch reads and atomic batch writes of entity state, deadlines, positions, outbox.
 
     Connects in `start()`, never on construction, so building the worker has no side
     effects. It may be subclassed (fault injection in tests, instrumentation) also
@@ -233,6 +327,16 @@ class RedisStore:
         self._redis: aioredis.Redis | RedisCluster | None = None
         self._cas: Any = None
         self._claim: Any = None
+        self._claim_outbox: Any = None
+        self._hold: Any = None
+        self._drop: Any = None
+
+    def _register_shared_scripts(self, client: aioredis.Redis | RedisCluster) -> None:
+        """Scripts over keys of one slot, which a cluster client runs like any other."""
+        self._claim = client.register_script(CLAIM_DUE)
+        self._claim_outbox = client.register_script(CLAIM_OUTBOX)
+        self._hold = client.register_script(HOLD_LEASE)
+        self._drop = client.register_script(DROP_LEASE)
 
     @property
     def redis(self) -> aioredis.Redis | RedisCluster:
@@ -257,7 +361,7 @@ class RedisStore:
         )
         self._redis = client
         self._cas = client.register_script(COMPARE_AND_SET)
-        self._claim = client.register_script(CLAIM_DUE)
+        self._register_shared_scripts(client)
         await client.ping()
 
     async def close(self) -> None:
@@ -280,21 +384,24 @@ class RedisStore:
         self,
         writes: Iterable[Write],
         deadlines: Mapping[EntityKey, float | None] | None = None,
-        marks: Mapping[str, float] | None = None,
+        *,
+        positions: Mapping[str, bytes] | None = None,
+        fence: Fence | None = None,
+        outbox: OutboxEntry | None = None,
     ) -> None:
-        """Store states, deadlines and partition marks atomically, or raise VersionConflict.
-
-        A None deadline drops the entity from the deadline index; `marks` (partition ->
-        largest event time applied) only ever move forward.
-        """
+        """Store states, deadlines, event-clock positions and an outbox entry
+        atomically, or raise VersionConflict (or LeaseLost, under a `fence` no longer
+        held) and store nothing. A None deadline drops the entity from the index."""
         batch = list(writes)
         timers = sorted((deadlines or {}).items())
-        if not batch and not timers and not marks:
+        if not batch and not timers and not positions and not outbox:
             return
-        keys, args = compare_and_set_arguments(batch, timers, marks or {}, self._shards)
+        keys, args = compare_and_set_arguments(
+            batch, timers, self._shards, positions, fence, outbox
+        )
         result = await self._cas(keys=keys, args=args)
         if result:
-            raise VersionConflict(batch[int(result[0]) - 1].key)
+            raise_conflict(batch, int(result[0]))
 
     async def claim_due(self, now: float, lease_s: float, limit: int) -> list[EntityKey]:
         """Entities whose deadline has passed at `now`, leased to this caller."""
@@ -306,10 +413,57 @@ class RedisStore:
             claimed.extend(timer_entity(m.decode()) for m in members)
         return claimed
 
-    async def partition_marks(self) -> dict[str, float]:
-        """Largest event time applied per input partition, by every worker."""
-        raw = await self.redis.hgetall(WATERMARKS_KEY)
-        return {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in raw.items()}
+    async def due(self, at: float, limit: int) -> list[tuple[EntityKey, float]]:
+        """The `limit` earliest deadlines at or before `at`, earliest first, untouched:
+        for the one worker that applies in event time (`claim_due` leases instead)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in range(self._shards):
+            pipe.zrangebyscore(
+                timer_shard_key(shard), "-inf", repr(at), start=0, num=limit, withscores=True
+            )
+        replies: list[list[tuple[bytes, float]]] = await pipe.execute()
+        found = sorted(
+            (float(score), member.decode()) for members in replies for member, score in members
+        )
+        return [(timer_entity(member), score) for score, member in found[:limit]]
+
+    async def hold_lease(self, key: str, token: str, lease_s: float) -> bool:
+        """Take or renew the lease `key` for `token`; False while another holds it."""
+        return bool(await self._hold(keys=[key], args=[token, int(lease_s * 1000)]))
+
+    async def drop_lease(self, key: str, token: str) -> None:
+        """Give the lease up, if `token` holds it, so a standby takes over at once."""
+        await self._drop(keys=[key], args=[token])
+
+    async def positions(self) -> dict[str, bytes]:
+        """Every input partition's stored event-clock position, encoded."""
+        raw = cast(dict[bytes, bytes], await self.redis.hgetall(POSITIONS_KEY))
+        return {k.decode(): v for k, v in raw.items()}
+
+    async def claim_outbox(
+        self, expired_by: float, lease_until: float, limit: int
+    ) -> list[tuple[str, bytes]]:
+        """Outbox entries whose lease ran out by `expired_by` (their writer died before
+        publishing them; `inf` takes every entry), leased to the caller until
+        `lease_until`."""
+        upto = "+inf" if expired_by == float("inf") else repr(expired_by)
+        taken = await self._claim_outbox(
+            keys=[OUTBOX_KEY, OUTBOX_LEASES_KEY], args=[upto, repr(lease_until), limit]
+        )
+        return [(taken[i].decode(), taken[i + 1]) for i in range(0, len(taken), 2)]
+
+    async def renew_outbox(self, ids: Sequence[str], lease_until: float) -> None:
+        """Keep entries this worker is still publishing (Kafka away) from takeover."""
+        if ids:
+            await self.redis.zadd(OUTBOX_LEASES_KEY, dict.fromkeys(ids, lease_until), xx=True)
+
+    async def drop_outbox(self, ids: Sequence[str]) -> None:
+        """Forget published outbox entries."""
+        if ids:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hdel(OUTBOX_KEY, *ids)
+            pipe.zrem(OUTBOX_LEASES_KEY, *ids)
+            await pipe.execute()
 
     async def deadline(self, key: EntityKey) -> float | None:
         """The armed deadline of one entity (for tools and tests)."""

@@ -22,6 +22,7 @@ from pitlane.domain.dedupe import partition_name
 from pitlane.ingest import BatchHandler, OutMessage, PublishFailed
 from pitlane.profiles import lookup_customer
 from pitlane.runtime.consumer import BatchConsumer, WorkerStats
+from pitlane.runtime.event_clock_consumer import EventClockConsumer
 from pitlane.settings import Settings
 from pitlane.topics import Topics
 
@@ -70,7 +71,11 @@ def build_app(settings: Settings, topics: Topics) -> faust.App:
     store_ready = asyncio.Event()
     stats = WorkerStats()
     handler = BatchHandler(settings, store, FaustPublisher(app), topics)
-    consumer = BatchConsumer(settings, topics.inputs, handler, stats)
+    consumer: BatchConsumer | EventClockConsumer
+    if settings.clock == "event":
+        consumer = EventClockConsumer(settings, topics.inputs, handler, store, stats)
+    else:
+        consumer = BatchConsumer(settings, topics.inputs, handler, stats)
     control = app.topic(topics.topic("control"), value_serializer="json")
 
     async def ingest() -> None:
@@ -116,14 +121,20 @@ def build_app(settings: Settings, topics: Topics) -> faust.App:
 
     @app.page("/stats")
     async def worker_stats(web: View, request: Request) -> Response:
-        return web.json(stats.as_dict())
+        held = handler.event_clock.held_count if settings.clock == "event" else 0
+        return web.json(
+            {**stats.as_dict(), "held": held, "committed_lag": consumer.committed_lag()}
+        )
 
     @app.page("/health")
     async def health(web: View, request: Request) -> Response:
-        ready = bool(consumer.assigned)
+        # An event-clock standby is healthy: it takes over when the leader stops.
+        role = consumer.role if isinstance(consumer, EventClockConsumer) else "member"
+        ready = bool(consumer.assigned) or role == "standby"
         return web.json(
             {
                 "ready": ready,
+                "role": role,
                 "build": running,
                 "partitions": sorted(
                     partition_name(tp.topic, tp.partition) for tp in consumer.assigned

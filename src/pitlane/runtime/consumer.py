@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
@@ -34,6 +34,7 @@ from pitlane.settings import Settings
 log = logging.getLogger(__name__)
 
 RETRY_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+T = TypeVar("T")
 
 
 class WorkerStats:
@@ -50,6 +51,7 @@ class WorkerStats:
         self.failures = 0
         self.triggers: Counter[str] = Counter()
         self.suppressed: Counter[str] = Counter()
+        self.republished = 0
         self.last_error: str | None = None
 
     def add(self, result: BatchResult) -> None:
@@ -61,6 +63,7 @@ class WorkerStats:
         self.conflicts += result.conflicts
         self.triggers.update(result.triggers)
         self.suppressed.update(result.suppressed)
+        self.republished += result.republished
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready snapshot."""
@@ -75,6 +78,7 @@ class WorkerStats:
             "failures": self.failures,
             "triggers": dict(self.triggers),
             "suppressed": dict(self.suppressed),
+            "republished": self.republished,
             "notes": dict(self.notes),
             "last_error": self.last_error,
         }
@@ -123,30 +127,18 @@ class BatchConsumer:
         self._stats = stats
         self._clock = clock
         self._lock = asyncio.Lock()
-        self._event_clock = settings.clock == "event"
         self._collector = BatchCollector()
+        self._lag = CommittedLag()
         self._commit: asyncio.Future[None] | None = None
         self.assigned: set[TopicPartition] = set()
 
-    def _consumer(self) -> AIOKafkaConsumer:
-        session_ms = int(self._settings.session_timeout_s * 1000)
-        return AIOKafkaConsumer(
-            bootstrap_servers=self._settings.bootstrap_servers,
-            group_id=self._settings.consumer_group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=session_ms,
-            heartbeat_interval_ms=max(100, session_ms // 4),
-            rebalance_timeout_ms=max(session_ms, 10_000),
-            max_poll_records=self._settings.batch_max_records,
-            fetch_max_wait_ms=self._settings.fetch_max_wait_ms,
-            fetch_max_bytes=16 * 1024 * 1024,
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-        )
+    def committed_lag(self) -> dict[str, int]:
+        """Per owned input partition, how many records lie above the committed offset."""
+        return self._lag.as_dict()
 
     async def run(self) -> None:
         """Consume, apply and commit until cancelled; infrastructure errors are retried."""
-        consumer = self._consumer()
+        consumer = input_consumer(self._settings)
         await consumer.start()
         self._collector.start()
         try:
@@ -157,12 +149,8 @@ class BatchConsumer:
                     timeout_ms=self._settings.batch_timeout_ms,
                     max_records=self._settings.batch_max_records,
                 )
-                assignment = set(consumer.assignment())
-                if assignment != self.assigned or (batches and self._event_clock):
-                    # The event clock must know every partition holding data before it
-                    # trusts a watermark; data can appear on any of them at any time.
-                    self.assigned = assignment
-                    await self._announce_partitions(consumer)
+                self.assigned = set(consumer.assignment())
+                self._lag.watch(consumer)
                 if not batches:
                     self._collector.after_batch()
                     continue
@@ -172,9 +160,8 @@ class BatchConsumer:
                     consumed = {
                         (tp.topic, tp.partition): p[-1].offset + 1 for tp, p in batches.items()
                     }
-                    safe = self._handler.committable(consumed)
                     await self._commit_landed()
-                    self._commit = asyncio.ensure_future(self._commit_offsets(consumer, safe))
+                    self._commit = asyncio.ensure_future(self._commit_offsets(consumer, consumed))
                 self._collector.after_batch()
         finally:
             try:
@@ -193,12 +180,8 @@ class BatchConsumer:
         and shutdown each wait for it first, so commits land in order and never after
         the partitions are gone.
         """
-        await consumer.commit(
-            {
-                TopicPartition(topic, partition): OffsetAndMetadata(offset, "")
-                for (topic, partition), offset in offsets.items()
-            }
-        )
+        await commit(consumer, offsets)
+        self._lag.committed(offsets)
         self._handler.committed(offsets)
 
     async def _commit_landed(self) -> None:
@@ -207,36 +190,95 @@ class BatchConsumer:
         if commit is not None:
             await commit
 
-    async def _announce_partitions(self, consumer: AIOKafkaConsumer) -> None:
-        """Tell the handler which input partitions hold data (for the event clock)."""
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in self._topics
-            for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
-        ends = await consumer.end_offsets(partitions)
-        self._handler.expect_partitions(
-            {partition_name(tp.topic, tp.partition) for tp, end in ends.items() if end > 0}
-        )
-
     async def _apply_until_done(self, records: list[Any]) -> None:
         """Apply a batch, waiting out Redis or Kafka outages rather than skipping it."""
-        attempt = 0
-        while True:
-            if attempt:
-                self._collector.after_batch()  # a long outage must not pile up garbage
-            try:
-                result = await self._handler.handle(records, self._clock())
-            except asyncio.CancelledError:
+        result = await until_done(
+            lambda: self._handler.handle(records, self._clock()),
+            self._stats,
+            self._collector.after_batch,  # a long outage must not pile up garbage
+        )
+        self._stats.batches += 1
+        self._stats.add(result)
+
+
+async def until_done(
+    work: Callable[[], Awaitable[T]],
+    stats: WorkerStats,
+    between: Callable[[], None] = lambda: None,
+    fatal: tuple[type[Exception], ...] = (),
+) -> T:
+    """Run `work` until it succeeds, backing off while Redis or Kafka is away (each
+    failure counted and logged); `fatal` errors are raised at once."""
+    attempt = 0
+    while True:
+        if attempt:
+            between()
+        try:
+            return await work()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # infrastructure failure: keep the work, retry
+            if isinstance(error, fatal):
                 raise
-            except Exception as error:  # infrastructure failure: keep the batch, retry
-                self._stats.failures += 1
-                self._stats.last_error = f"{type(error).__name__}: {error}"
-                delay = RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)]
-                log.warning("batch failed (%s); retrying in %.1fs", self._stats.last_error, delay)
-                attempt += 1
-                await asyncio.sleep(delay)
-                continue
-            self._stats.batches += 1
-            self._stats.add(result)
-            return
+            stats.failures += 1
+            stats.last_error = f"{type(error).__name__}: {error}"
+            delay = RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)]
+            log.warning("batch failed (%s); retrying in %.1fs", stats.last_error, delay)
+            attempt += 1
+            await asyncio.sleep(delay)
+
+
+def input_consumer(settings: Settings) -> AIOKafkaConsumer:
+    """A consumer of the input topics in the workers' group; nothing connects yet."""
+    session_ms = int(settings.session_timeout_s * 1000)
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=settings.consumer_group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=session_ms,
+        heartbeat_interval_ms=max(100, session_ms // 4),
+        rebalance_timeout_ms=max(session_ms, 10_000),
+        max_poll_records=settings.batch_max_records,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        fetch_max_bytes=16 * 1024 * 1024,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+
+
+async def commit(consumer: AIOKafkaConsumer, offsets: dict[tuple[str, int], int]) -> None:
+    """Commit `offsets` (per (topic, partition): the next offset to read) for the group."""
+    await consumer.commit(
+        {
+            TopicPartition(topic, partition): OffsetAndMetadata(offset, "")
+            for (topic, partition), offset in offsets.items()
+        }
+    )
+
+
+class CommittedLag:
+    """Records above the group's committed offset, per partition this worker reads:
+    what a restart would read again."""
+
+    def __init__(self) -> None:
+        self._committed: dict[tuple[str, int], int] = {}
+        self._ends: dict[tuple[str, int], int] = {}
+
+    def watch(self, consumer: AIOKafkaConsumer) -> None:
+        """Note the end offsets the consumer's last fetches saw, for its partitions."""
+        owned = {(tp.topic, tp.partition): tp for tp in consumer.assignment()}
+        self._ends = {
+            key: end for key, tp in owned.items() if (end := consumer.highwater(tp)) is not None
+        }
+        self._committed = {k: v for k, v in self._committed.items() if k in owned}
+
+    def committed(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Offsets the group committed."""
+        self._committed.update(offsets)
+
+    def as_dict(self) -> dict[str, int]:
+        """`topic:partition` -> records not committed yet (known partitions only)."""
+        return {
+            partition_name(*key): max(0, end - self._committed.get(key, 0))
+            for key, end in sorted(self._ends.items())
+        }

@@ -1,0 +1,249 @@
+"""The event clock's bookkeeping: which events are held, which may go, and where each
+input partition stands.
+
+With `PITLANE_CLOCK=event` the outcome of a run must be a function of the recorded
+input alone: the same triggers and the same state whatever the batch boundaries, the
+order partitions are read in, a crash, a restart or a second worker. So events are
+applied in one total order, `(release time, event id)`, and deadlines are fired
+between them at their own times (the handler merges the two):
+
+- An event's *release time* is its `occurred_at`, or, for an event that arrives
+  later than the allowed lateness behind the newest event read before it from its own
+  partition (its *mark*), that mark less the lateness. Both depend on the partition's
+  own order only, so they are the same in every run.
+- The *watermark* is the smallest mark, less the lateness, over the partitions that
+  still hold back: no event still to be read can have a release time below it, so
+  everything below it may be applied for good. A partition read to its end that has
+  received nothing for `idle_partition_s` no longer holds back; when none does, the
+  watermark is the newest event time read anywhere, so a replay finishes on its own.
+- Each partition's *position* (the first offset not yet applied, the offsets above it
+  that are done, and the mark at that first offset) is written with the state it
+  belongs to, in the same atomic write. A restart, or a standby worker taking over,
+  reads on from there with the same marks, skips what is done, and so applies every
+  event exactly once, in the same order.
+
+Pure: time comes in as arguments; nothing here reads a clock or does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+import orjson
+
+R = TypeVar("R")
+"""Whatever the caller holds with an event (the decoded event and its record)."""
+
+NO_MARK = float("-inf")
+
+
+@dataclass(slots=True)
+class Position:
+    """Where one input partition stands, as stored with the state it produced.
+
+    `next` is the first offset not applied yet (the consumer's committed offset);
+    `done` the offsets at or above it that are applied or dead-lettered already (events
+    released ahead of an earlier one still held); `mark` the newest event time of the
+    records below `next`, which the release times of the records after it depend on.
+    """
+
+    next: int
+    mark: float = NO_MARK
+    done: list[int] = field(default_factory=list)
+
+    def encode(self) -> bytes:
+        """The stored form: compact JSON, `done` as `[first, last]` runs."""
+        return orjson.dumps(
+            {
+                "next": self.next,
+                "mark": None if self.mark == NO_MARK else self.mark,
+                "done": _runs(self.done),
+            }
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes | str) -> Position:
+        """A stored position back."""
+        data = orjson.loads(raw)
+        mark = NO_MARK if data["mark"] is None else float(data["mark"])
+        done = [offset for first, last in data["done"] for offset in range(first, last + 1)]
+        return cls(int(data["next"]), mark, done)
+
+
+def _runs(offsets: list[int]) -> list[list[int]]:
+    runs: list[list[int]] = []
+    for offset in sorted(offsets):
+        if runs and runs[-1][1] == offset - 1:
+            runs[-1][1] = offset
+        else:
+            runs.append([offset, offset])
+    return runs
+
+
+@dataclass(slots=True)
+class Held(Generic[R]):
+    """An event read and not applied yet."""
+
+    release_at: float
+    event_id: str
+    partition: str
+    offset: int
+    mark_before: float
+    item: R
+
+
+@dataclass(slots=True)
+class _Partition:
+    position: Position
+    read_to: int
+    mark: float
+    end: int | None = None
+    caught_up_since: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Release(Generic[R]):
+    """One step's worth of held events, in order, and the positions it leaves behind."""
+
+    frontier: float
+    held: list[Held[R]]
+    positions: dict[str, Position]
+
+
+class EventClock(Generic[R]):
+    """Held events and partition positions of the one worker applying in event time."""
+
+    def __init__(self, allowed_lateness_s: float, idle_partition_s: float) -> None:
+        self._lateness = allowed_lateness_s
+        self._idle_s = idle_partition_s
+        self._partitions: dict[str, _Partition] = {}
+        self._held: dict[tuple[str, int], Held[R]] = {}
+        self._finished: dict[str, set[int]] = {}
+        # Offsets read and finished (dead letters) since the positions were last stored.
+
+    @property
+    def held_count(self) -> int:
+        """How many events are read and wait for the watermark."""
+        return len(self._held)
+
+    def restore(self, partition: str, position: Position | None, first_offset: int) -> int:
+        """Start `partition` from its stored position, else from `first_offset` (the
+        consumer's committed or earliest offset); returns the offset to read from."""
+        start = position or Position(first_offset)
+        self._partitions[partition] = _Partition(
+            Position(start.next, start.mark, list(start.done)), start.next, start.mark
+        )
+        return start.next
+
+    def partitions(self) -> list[str]:
+        """The partitions restored so far."""
+        return list(self._partitions)
+
+    def to_read(self, partition: str, offset: int) -> bool:
+        """False for a record this worker, or the one before it, has finished already."""
+        state = self._partitions[partition]
+        return offset >= state.position.next and offset not in state.position.done
+
+    def read(self, partition: str, offset: int, occurred: float, event_id: str, item: R) -> None:
+        """Hold the event read at `offset`, unless it was finished before (`to_read`),
+        in which case it only moves the partition's mark, as it did the first time."""
+        state = self._arrived(partition, offset)
+        if self.to_read(partition, offset):
+            release_at = max(occurred, state.mark - self._lateness)
+            self._held[(partition, offset)] = Held(
+                release_at, event_id, partition, offset, state.mark, item
+            )
+        state.mark = max(state.mark, occurred)
+
+    def finish(self, partition: str, offset: int) -> None:
+        """A record read at `offset` that is finished at once (a dead letter)."""
+        self._arrived(partition, offset)
+        if self.to_read(partition, offset):
+            self._finished.setdefault(partition, set()).add(offset)
+
+    def _arrived(self, partition: str, offset: int) -> _Partition:
+        state = self._partitions[partition]
+        state.read_to = max(state.read_to, offset + 1)
+        state.caught_up_since = None  # data arrived: not idle, whatever `saw_end` saw
+        return state
+
+    def saw_end(self, partition: str, end: int, now: float) -> None:
+        """The partition's end offset at `now` (monotonic seconds): idleness starts
+        once everything up to the end is read, and stops when more arrives."""
+        state = self._partitions[partition]
+        state.end = end
+        if state.read_to >= end:
+            if state.caught_up_since is None:
+                state.caught_up_since = now
+        else:
+            state.caught_up_since = None
+
+    def watermark(self, now: float) -> float:
+        """Below this event time nothing is left to read: see the module docstring."""
+        holding = [
+            state
+            for state in self._partitions.values()
+            if state.caught_up_since is None or now - state.caught_up_since < self._idle_s
+        ]
+        if holding:
+            return min(state.mark for state in holding) - self._lateness
+        return max((state.mark for state in self._partitions.values()), default=NO_MARK)
+
+    def ready(self, frontier: float, limit: int) -> Release[R]:
+        """The held events below `frontier` in release order, at most `limit` (fewer
+        when the next ones tie), with the positions applying them would leave; nothing
+        changes until `released` is called with it."""
+        ready = sorted(
+            (h for h in self._held.values() if h.release_at < frontier),
+            key=lambda h: (h.release_at, h.event_id),
+        )
+        if len(ready) > limit:
+            # Stop below the first event left out; a tie filling the whole step goes
+            # whole, so that every step makes progress.
+            frontier = ready[limit].release_at
+            cut = [h for h in ready[:limit] if h.release_at < frontier]
+            ready = cut or [h for h in ready if h.release_at == frontier]
+        return Release(frontier, ready, self._positions_after(ready))
+
+    def released(self, release: Release[R]) -> None:
+        """The release was applied and its positions stored."""
+        for held in release.held:
+            del self._held[(held.partition, held.offset)]
+        for partition, position in release.positions.items():
+            self._partitions[partition].position = position
+            self._finished.pop(partition, None)
+
+    def positions(self) -> dict[str, Position]:
+        """Every partition's current position (for the consumer's commit)."""
+        return {name: state.position for name, state in self._partitions.items()}
+
+    def _positions_after(self, leaving: Iterable[Held[R]]) -> dict[str, Position]:
+        gone: dict[str, set[int]] = {}
+        for held in leaving:
+            gone.setdefault(held.partition, set()).add(held.offset)
+        for partition, offsets in self._finished.items():
+            gone.setdefault(partition, set()).update(offsets)
+        still: dict[str, list[Held[R]]] = {}
+        for held in self._held.values():
+            if held.offset not in gone.get(held.partition, ()):
+                still.setdefault(held.partition, []).append(held)
+        positions = {}
+        for partition, offsets in gone.items():
+            state = self._partitions[partition]
+            waiting = still.get(partition, [])
+            done = {*state.position.done, *offsets}
+            if waiting:
+                first = min(waiting, key=lambda h: h.offset)
+                position = Position(first.offset, first.mark_before)
+            else:
+                position = Position(state.read_to, state.mark)
+            position.done = sorted(o for o in done if o >= position.next)
+            positions[partition] = position
+        return positions
+
+
+def stored_positions(raw: Mapping[bytes | str, bytes | str]) -> dict[str, Position]:
+    """Decode the stored positions hash (partition -> encoded `Position`)."""
+    return {(k.decode() if isinstance(k, bytes) else k): Position.decode(v) for k, v in raw.items()}
