@@ -15,7 +15,8 @@ between them at their own times (the handler merges the two):
   still hold back: no event still to be read can have a release time below it, so
   everything below it may be applied for good. A partition read to its end that has
   received nothing for `idle_partition_s` no longer holds back; when none does, the
-  watermark is the newest event time read anywhere, so a replay finishes on its own.
+  watermark is just past the newest event time read anywhere, so a replay finishes on
+  its own.
 - Each partition's *position* (the first offset not yet applied, the offsets above it
   that are done, and the mark at that first offset) is written with the state it
   belongs to, in the same atomic write. A restart, or a standby worker taking over,
@@ -27,6 +28,7 @@ Pure: time comes in as arguments; nothing here reads a clock or does I/O.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -189,7 +191,8 @@ class EventClock(Generic[R]):
         ]
         if holding:
             return min(state.mark for state in holding) - self._lateness
-        return max((state.mark for state in self._partitions.values()), default=NO_MARK)
+        newest = max((state.mark for state in self._partitions.values()), default=NO_MARK)
+        return math.nextafter(newest, math.inf)  # events go strictly below: the newest too
 
     def ready(self, frontier: float, limit: int) -> Release[R]:
         """The held events below `frontier` in release order, at most `limit` (fewer
