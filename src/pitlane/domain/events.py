@@ -23,6 +23,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     StrictBool,
     StringConstraints,
     TypeAdapter,
@@ -31,7 +32,7 @@ from pydantic import (
 )
 from pydantic.dataclasses import dataclass
 from pydantic.fields import FieldInfo
-from pydantic_core import ErrorDetails, PydanticCustomError
+from pydantic_core import ErrorDetails, PydanticCustomError, PydanticKnownError
 
 OptionCategory = Literal[
     "color",
@@ -92,6 +93,14 @@ def _iana_zones() -> frozenset[str]:
     return frozenset(available_timezones() - {"localtime"})
 
 
+def _integer_not_text(value: Any) -> Any:
+    # Strict mode would also reject 15000.0, which JSON Schema's "integer" (the schema
+    # producers validate against) accepts; lax mode alone reads "15000" and true.
+    if isinstance(value, (str, bool)):  # a tuple: `str | bool` is rebuilt on every call
+        raise PydanticKnownError("int_type")
+    return value
+
+
 def _iana_zone(value: str) -> str:
     if value not in _iana_zones():
         raise PydanticCustomError(
@@ -109,8 +118,17 @@ Market = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}$", to_upper=Tru
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{3}$", to_upper=True)]
 """ISO 4217 code, upper-cased like `Market`."""
 TimeZone = Annotated[str, AfterValidator(_iana_zone)]
-Kilometres = Annotated[float, Field(ge=0)]
-Percent = Annotated[float, Field(ge=0, le=100)]
+JsonNumber = Annotated[float, Strict()]
+"""A JSON number (an integer is one too); a numeric string or a boolean is rejected.
+
+Lax mode would read "12345.6" as 12345.6 and true as 1.0. Strict mode is pydantic's
+own check, no Python call per field, which matters on the hot path."""
+PositiveInteger = Annotated[int, Field(gt=0), BeforeValidator(_integer_not_text)]
+"""A JSON number above 0 without a fractional part (15000 or 15000.0); a string or a
+boolean is rejected. The bound sits inside, before the check: a bound given outside
+it would be checked in Python too, at twice the cost."""
+Kilometres = Annotated[JsonNumber, Field(ge=0)]
+Percent = Annotated[JsonNumber, Field(ge=0, le=100)]
 
 
 _CONFIG = ConfigDict(extra="ignore", allow_inf_nan=False)
@@ -199,7 +217,7 @@ class OptionSelected(ConfiguratorEvent):
     category: OptionCategory = Field(description="Kind of option.")
     option_code: NonEmptyStr = Field(description="Manufacturer option code.")
     option_label: str | None = Field(None, description="Display name shown to the customer.")
-    price_delta: float | None = Field(
+    price_delta: JsonNumber | None = Field(
         None, description="Price change in the session currency; negative for a discount."
     )
 
@@ -212,7 +230,7 @@ class ConfigurationSaved(ConfiguratorEvent):
     configuration_id: NonEmptyStr = Field(description="Saved configuration.")
     model_code: NonEmptyStr = Field(description="Configured model.")
     options: list[str] = Field(description="Option codes of the configuration.")
-    total_price: float = Field(ge=0, description="Total price in `currency`.")
+    total_price: JsonNumber = Field(ge=0, description="Total price in `currency`.")
     currency: Currency = Field(description="ISO 4217 currency of `total_price`.")
     dealer_id: str | None = Field(None, description="Dealer the configuration is saved with.")
 
@@ -294,10 +312,10 @@ class TelematicsReading(Envelope):
     type: Literal["telematics.reading"]
     vin: NonEmptyStr = Field(description="Reporting vehicle.")
     odometer_km: Kilometres = Field(description="Vehicle.TraveledDistance, km.")
-    service_remaining_km: float | None = Field(
+    service_remaining_km: JsonNumber | None = Field(
         None, description="Vehicle.Service.DistanceToService, km; negative when overdue."
     )
-    service_remaining_days: float | None = Field(
+    service_remaining_days: JsonNumber | None = Field(
         None, description="Vehicle.Service.TimeToService in days; negative when overdue."
     )
     oil_life_pct: Percent | None = Field(None, description="Remaining oil life, %.")
@@ -327,11 +345,11 @@ class VehicleLinked(CustomerEvent):
     first_registered_on: IsoDate | None = Field(
         None, description="First registration; starts the first service cycle at 0 km."
     )
-    service_interval_km: int | None = Field(
-        None, gt=0, description="Service plan distance, km; the operator default if absent."
+    service_interval_km: PositiveInteger | None = Field(
+        None, description="Service plan distance, km; the operator default if absent."
     )
-    service_interval_months: int | None = Field(
-        None, gt=0, description="Service plan time, months; the operator default if absent."
+    service_interval_months: PositiveInteger | None = Field(
+        None, description="Service plan time, months; the operator default if absent."
     )
     market: Market | None = Field(None, description="Market the vehicle is registered in.")
 
@@ -450,12 +468,15 @@ def decode_event(raw: bytes, topic: str | None = None) -> InputEvent:
         raise InvalidEvent(f"{event_type}: {_describe(exc.errors(include_url=False))}") from None
 
 
+_NUMBER_ERRORS: Final = frozenset({"float_type", "int_type"})
+
+
 def _describe(errors: list[ErrorDetails]) -> str:
     # The first location element is the union tag, which the caller already names.
     parts = [
-        f"{'.'.join(map(str, error['loc'][1:]))}: {error['msg']}"
+        f"{'.'.join(map(str, error['loc'][1:]))}: {_message(error)}"
         if len(error["loc"]) > 1
-        else error["msg"]
+        else _message(error)
         for error in errors[:_MAX_ERRORS_SHOWN]
     ]
     if len(errors) > _MAX_ERRORS_SHOWN:
@@ -463,10 +484,19 @@ def _describe(errors: list[ErrorDetails]) -> str:
     return "; ".join(parts)
 
 
+def _message(error: ErrorDetails) -> str:
+    # pydantic says "Input should be a valid number" even of "12345.6"; a producer
+    # whose serialiser quotes numbers needs to hear what it sent instead.
+    if error["type"] in _NUMBER_ERRORS:
+        return f"must be a JSON number, not {_json_kind(error['input'])}"
+    return error["msg"]
+
+
 def _json_kind(value: object) -> str:
     if value is None:
         return "null"
-    return {list: "an array", str: "a string", bool: "a boolean"}.get(type(value), "a number")
+    kinds = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+    return kinds.get(type(value), "a number")
 
 
 def _preview(value: object) -> str:

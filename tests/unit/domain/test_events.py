@@ -8,7 +8,7 @@ from dataclasses import FrozenInstanceError
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import orjson
 import pytest
@@ -431,10 +431,12 @@ def test_reason_stays_short_when_everything_is_wrong() -> None:
         ("configurator.configuration_saved", "total_price", -1, "greater than or equal to 0"),
         ("configurator.configuration_saved", "options", "P8P8", "valid list"),
         ("booking.service_completed", "odometer_km", -0.1, "greater than or equal to 0"),
-        ("telematics.reading", "odometer_km", "inf", "finite number"),
+        ("telematics.reading", "odometer_km", "inf", "must be a JSON number, not a string"),
         ("telematics.reading", "oil_life_pct", 100.1, "less than or equal to 100"),
         ("telematics.reading", "battery_soh_pct", -1, "greater than or equal to 0"),
-        ("telematics.reading", "fuel_level_pct", "full", "valid number"),
+        ("telematics.reading", "fuel_level_pct", "full", "must be a JSON number, not a string"),
+        ("telematics.reading", "oil_life_pct", [80], "must be a JSON number, not an array"),
+        ("booking.service_completed", "odometer_km", None, "must be a JSON number, not null"),
         ("telematics.reading", "dtc_codes", "P0301", "valid list"),
         ("booking.test_drive_booked", "scheduled_at", "2026-11-28T10:30:00", "RFC 3339"),
         ("booking.cancelled", "event_id", "", "at least 1 character"),
@@ -477,6 +479,76 @@ def test_optional_fields_accept_null() -> None:
     assert isinstance(reading, events.TelematicsReading)
     assert reading.dtc_codes is None
     assert reading.oil_life_pct is None
+
+
+def numeric_type(annotation: Any) -> type | None:
+    """`int` or `float` for a field holding a number (optional or constrained), else None."""
+    options = get_args(annotation) if get_origin(annotation) is Union else (annotation,)
+    for option in options:
+        base = get_args(option)[0] if get_origin(option) is Annotated else option
+        if base in (int, float):
+            return base  # type: ignore[no-any-return]
+    return None
+
+
+NUMERIC_FIELDS = [
+    (event_type, name, kind)
+    for event_type, cls in EVENT_TYPES.items()
+    for name, field in event_fields(cls).items()
+    if (kind := numeric_type(field.annotation)) is not None
+]
+
+
+def test_the_numeric_fields_are_found() -> None:
+    assert [(event_type, name) for event_type, name, _ in NUMERIC_FIELDS] == [
+        ("configurator.option_selected", "price_delta"),
+        ("configurator.configuration_saved", "total_price"),
+        ("booking.service_completed", "odometer_km"),
+        ("telematics.reading", "odometer_km"),
+        ("telematics.reading", "service_remaining_km"),
+        ("telematics.reading", "service_remaining_days"),
+        ("telematics.reading", "oil_life_pct"),
+        ("telematics.reading", "battery_soh_pct"),
+        ("telematics.reading", "fuel_level_pct"),
+        ("identity.vehicle_linked", "service_interval_km"),
+        ("identity.vehicle_linked", "service_interval_months"),
+    ]
+
+
+@pytest.mark.parametrize(("event_type", "field", "kind"), NUMERIC_FIELDS)
+@pytest.mark.parametrize(
+    ("value", "sent"),
+    [("12", "a string"), ("12.5", "a string"), (True, "a boolean"), (False, "a boolean")],
+)
+def test_numbers_must_be_json_numbers(
+    event_type: str, field: str, kind: type, value: object, sent: str
+) -> None:
+    # Lax pydantic would read "12" as 12 and true as 1: the contract says JSON numbers.
+    reason = reason_of(payload(event_type, **{field: value}))
+
+    assert reason == f"{event_type}: {field}: must be a JSON number, not {sent}"
+
+
+@pytest.mark.parametrize(("event_type", "field", "kind"), NUMERIC_FIELDS)
+def test_numbers_may_be_integers_or_fractions_where_the_field_allows(
+    event_type: str, field: str, kind: type
+) -> None:
+    # JSON has one number type: 12 suits a float field, and 12.0 an integer one.
+    for value in (12, 12.0):
+        event = decode_event(encode(payload(event_type, **{field: value})))
+        assert getattr(event, field) == 12
+        assert type(getattr(event, field)) is kind
+    fraction = payload(event_type, **{field: 12.5})
+    if kind is float:
+        assert getattr(decode_event(encode(fraction)), field) == 12.5
+    else:
+        assert "got a number with a fractional part" in reason_of(fraction)
+
+
+def test_models_built_in_python_reject_infinite_numbers() -> None:
+    fields = {**MINIMAL["telematics.reading"], **ENVELOPE, "type": "telematics.reading"}
+    with pytest.raises(ValidationError, match="finite number"):
+        events.TelematicsReading(**{**fields, "odometer_km": float("inf")})
 
 
 def test_price_delta_may_be_negative() -> None:
