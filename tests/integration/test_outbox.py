@@ -1,0 +1,161 @@
+"""What a write decides to publish goes out once: stored in an outbox entry with the
+write, published after it, taken over when its writer died before publishing.
+
+Against a real Redis, with in-memory sinks for what the handlers produce.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from pitlane.adapters.redis_store import OUTBOX_KEY, RedisStore
+from pitlane.ingest import (
+    OUTBOX_LEASE_FACTOR,
+    BatchHandler,
+    OutMessage,
+    PublishFailed,
+    pack_messages,
+    unpack_messages,
+)
+from pitlane.settings import Settings
+from pitlane.stack.embedded import EmbeddedStack
+from pitlane.topics import load_topics
+from wire import Sink, event, records, unique, vin
+
+pytestmark = pytest.mark.integration
+
+SERVICE_DUE = "campaign.service-due"
+
+
+@pytest.fixture
+def redis_url(embedded_stack: EmbeddedStack) -> str:
+    return embedded_stack.redis_url.rsplit("/", 1)[0] + "/7"
+
+
+@pytest.fixture
+async def store(redis_url: str) -> AsyncIterator[RedisStore]:
+    redis_store = RedisStore(redis_url)
+    await redis_store.start()
+    yield redis_store
+    await redis_store.close()
+
+
+def _handler(store: RedisStore, sink: Any) -> BatchHandler:
+    return BatchHandler(Settings(), store, sink, load_topics(Settings().topics_file))
+
+
+async def _owned_car(store: RedisStore) -> tuple[str, str]:
+    """A car linked to a customer who consented to email; returns (customer, vin)."""
+    customer, car = unique("C"), vin()
+    await _handler(store, Sink()).handle(
+        records(
+            "identity.events",
+            event("identity.consent_updated", customer_id=customer, channel="email", granted=True),
+            event("identity.vehicle_linked", customer_id=customer, vin=car, model_code="ID4"),
+        ),
+        datetime.now(UTC),
+    )
+    return customer, car
+
+
+def _reading(car: str, km: float, offset: int) -> list[Any]:
+    reading = event("telematics.reading", vin=car, odometer_km=km)
+    return records("telematics.events", reading, start=offset)
+
+
+class _Broker(Sink):
+    """A sink that refuses everything while `away`."""
+
+    def __init__(self, away: bool = True) -> None:
+        super().__init__()
+        self.away = away
+
+    async def publish(self, messages: Sequence[OutMessage]) -> None:
+        if self.away:
+            raise PublishFailed("broker away")
+        await super().publish(messages)
+
+
+def test_packed_messages_come_back_whole() -> None:
+    messages = [
+        OutMessage("campaign.service-due", b"C1", b'{"a": 1}'),
+        OutMessage("pitlane.deadletter", None, b"{}"),
+        OutMessage("pitlane.deadletter", b"", b"x:y\x00\xff"),
+    ]
+
+    assert unpack_messages(pack_messages(messages)) == messages
+    assert unpack_messages(b"") == []
+
+
+async def test_a_batch_that_loses_its_compare_and_set_publishes_its_trigger_once(
+    store: RedisStore, redis_url: str
+) -> None:
+    _, car = await _owned_car(store)
+    first_write = asyncio.Event()
+    go_on = asyncio.Event()
+
+    class SlowStore(RedisStore):
+        async def write(self, writes: Any, deadlines: Any = None, **more: Any) -> None:
+            batch = list(writes)
+            if not go_on.is_set():
+                first_write.set()
+                await go_on.wait()
+            await super().write(batch, deadlines, **more)
+
+    slow = SlowStore(redis_url)
+    await slow.start()
+    sink = Sink()
+    racing = asyncio.create_task(
+        _handler(slow, sink).handle(_reading(car, 14_000, 0), datetime.now(UTC))
+    )
+    await first_write.wait()  # decided: service due at 14,000 km of 15,000
+    await _handler(store, Sink()).handle(_reading(car, 100, 1), datetime.now(UTC))
+    go_on.set()
+    result = await racing
+    await slow.close()
+
+    assert result.conflicts >= 1
+    assert len(sink.on(SERVICE_DUE)) == 1
+    assert result.triggers == {"service_due": 1}
+
+
+async def test_a_publish_that_fails_is_published_once_by_the_batch_retry(
+    store: RedisStore,
+) -> None:
+    _, car = await _owned_car(store)
+    batch = _reading(car, 14_000, 0)
+    broker = _Broker()
+    handler = _handler(store, broker)
+
+    with pytest.raises(PublishFailed):
+        await handler.handle(batch, datetime.now(UTC))
+    broker.away = False  # the broker is back: the consumer retries the batch
+    await handler.handle(batch, datetime.now(UTC))
+
+    assert len(broker.on(SERVICE_DUE)) == 1
+    assert await store.redis.hlen(OUTBOX_KEY) == 0
+
+
+async def test_what_a_dead_worker_left_unpublished_goes_out_once_its_lease_runs_out(
+    store: RedisStore,
+) -> None:
+    customer, car = await _owned_car(store)
+    now = datetime.now(UTC)
+    with pytest.raises(PublishFailed):  # written, then the worker "dies"
+        await _handler(store, _Broker()).handle(_reading(car, 14_000, 0), now)
+    other, sink = Sink(), Sink()
+    lease = timedelta(seconds=OUTBOX_LEASE_FACTOR * Settings().session_timeout_s)
+
+    await _handler(store, other).fire_due(now + lease / 2)
+    result = await _handler(store, sink).fire_due(now + lease + timedelta(seconds=1))
+
+    assert other.on(SERVICE_DUE) == []  # still the writer's to publish
+    triggers = [t for t in sink.on(SERVICE_DUE) if t["context"]["vin"] == car]
+    assert [t["customer_id"] for t in triggers] == [customer]
+    assert result.republished >= 1
+    assert await store.redis.hlen(OUTBOX_KEY) == 0
