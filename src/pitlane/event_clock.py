@@ -28,8 +28,10 @@ Pure: time comes in as arguments; nothing here reads a clock or does I/O.
 
 from __future__ import annotations
 
+import heapq
 import math
-from collections.abc import Iterable, Mapping
+from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -101,7 +103,9 @@ class _Partition:
     position: Position
     read_to: int
     mark: float
-    end: int | None = None
+    done: set[int]
+    order: deque[int] = field(default_factory=deque)
+    # Offsets of the events held from it, in the order read (ascending).
     caught_up_since: float | None = None
 
 
@@ -122,6 +126,8 @@ class EventClock(Generic[R]):
         self._idle_s = idle_partition_s
         self._partitions: dict[str, _Partition] = {}
         self._held: dict[tuple[str, int], Held[R]] = {}
+        self._queue: list[tuple[float, str, str, int]] = []
+        # Held events by release order; entries of released ones are dropped as met.
         self._finished: dict[str, set[int]] = {}
         # Offsets read and finished (dead letters) since the positions were last stored.
 
@@ -135,18 +141,17 @@ class EventClock(Generic[R]):
         consumer's committed or earliest offset); returns the offset to read from."""
         start = position or Position(first_offset)
         self._partitions[partition] = _Partition(
-            Position(start.next, start.mark, list(start.done)), start.next, start.mark
+            Position(start.next, start.mark, list(start.done)),
+            start.next,
+            start.mark,
+            set(start.done),
         )
         return start.next
-
-    def partitions(self) -> list[str]:
-        """The partitions restored so far."""
-        return list(self._partitions)
 
     def to_read(self, partition: str, offset: int) -> bool:
         """False for a record this worker, or the one before it, has finished already."""
         state = self._partitions[partition]
-        return offset >= state.position.next and offset not in state.position.done
+        return offset >= state.position.next and offset not in state.done
 
     def read(self, partition: str, offset: int, occurred: float, event_id: str, item: R) -> None:
         """Hold the event read at `offset`, unless it was finished before (`to_read`),
@@ -157,6 +162,8 @@ class EventClock(Generic[R]):
             self._held[(partition, offset)] = Held(
                 release_at, event_id, partition, offset, state.mark, item
             )
+            heapq.heappush(self._queue, (release_at, event_id, partition, offset))
+            state.order.append(offset)
         state.mark = max(state.mark, occurred)
 
     def finish(self, partition: str, offset: int) -> None:
@@ -175,7 +182,6 @@ class EventClock(Generic[R]):
         """The partition's end offset at `now` (monotonic seconds): idleness starts
         once everything up to the end is read, and stops when more arrives."""
         state = self._partitions[partition]
-        state.end = end
         if state.read_to >= end:
             if state.caught_up_since is None:
                 state.caught_up_since = now
@@ -198,24 +204,49 @@ class EventClock(Generic[R]):
         """The held events below `frontier` in release order, at most `limit` (fewer
         when the next ones tie), with the positions applying them would leave; nothing
         changes until `released` is called with it."""
-        ready = sorted(
-            (h for h in self._held.values() if h.release_at < frontier),
-            key=lambda h: (h.release_at, h.event_id),
-        )
-        if len(ready) > limit:
+        taken: list[Held[R]] = []
+        while len(taken) <= limit and (held := self._next_held()) is not None:
+            if held.release_at >= frontier:
+                break
+            taken.append(held)
+            heapq.heappop(self._queue)
+        if len(taken) > limit:
             # Stop below the first event left out; a tie filling the whole step goes
             # whole, so that every step makes progress.
-            frontier = ready[limit].release_at
-            cut = [h for h in ready[:limit] if h.release_at < frontier]
-            ready = cut or [h for h in ready if h.release_at == frontier]
+            frontier = taken[limit].release_at
+            cut = [h for h in taken[:limit] if h.release_at < frontier]
+            if not cut:
+                while (held := self._next_held()) is not None and held.release_at == frontier:
+                    heapq.heappop(self._queue)
+                    taken.append(held)
+            ready = cut or taken
+        else:
+            ready = taken
+        for held in taken:  # back in the queue: nothing changes before `released`
+            heapq.heappush(
+                self._queue, (held.release_at, held.event_id, held.partition, held.offset)
+            )
         return Release(frontier, ready, self._positions_after(ready))
+
+    def _next_held(self) -> Held[R] | None:
+        """The held event first in release order, dropping entries of released ones."""
+        while self._queue:
+            _, _, partition, offset = self._queue[0]
+            held = self._held.get((partition, offset))
+            if held is not None:
+                return held
+            heapq.heappop(self._queue)
+        return None
 
     def released(self, release: Release[R]) -> None:
         """The release was applied and its positions stored."""
         for held in release.held:
             del self._held[(held.partition, held.offset)]
         for partition, position in release.positions.items():
-            self._partitions[partition].position = position
+            state = self._partitions[partition]
+            state.position, state.done = position, set(position.done)
+            while state.order and (partition, state.order[0]) not in self._held:
+                state.order.popleft()
             self._finished.pop(partition, None)
 
     def positions(self) -> dict[str, Position]:
@@ -228,25 +259,21 @@ class EventClock(Generic[R]):
             gone.setdefault(held.partition, set()).add(held.offset)
         for partition, offsets in self._finished.items():
             gone.setdefault(partition, set()).update(offsets)
-        still: dict[str, list[Held[R]]] = {}
-        for held in self._held.values():
-            if held.offset not in gone.get(held.partition, ()):
-                still.setdefault(held.partition, []).append(held)
         positions = {}
         for partition, offsets in gone.items():
             state = self._partitions[partition]
-            waiting = still.get(partition, [])
-            done = {*state.position.done, *offsets}
-            if waiting:
-                first = min(waiting, key=lambda h: h.offset)
+            first = next(
+                (
+                    self._held[(partition, offset)]
+                    for offset in state.order
+                    if offset not in offsets and (partition, offset) in self._held
+                ),
+                None,
+            )
+            if first is not None:
                 position = Position(first.offset, first.mark_before)
             else:
                 position = Position(state.read_to, state.mark)
-            position.done = sorted(o for o in done if o >= position.next)
+            position.done = sorted(o for o in state.done | offsets if o >= position.next)
             positions[partition] = position
         return positions
-
-
-def stored_positions(raw: Mapping[bytes | str, bytes | str]) -> dict[str, Position]:
-    """Decode the stored positions hash (partition -> encoded `Position`)."""
-    return {(k.decode() if isinstance(k, bytes) else k): Position.decode(v) for k, v in raw.items()}

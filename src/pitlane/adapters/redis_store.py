@@ -124,11 +124,12 @@ end
 return taken
 """
 
-# KEYS[1]: the clock lease. ARGV: token, lease ms. Takes the lease if free, or renews
-# it for its holder; 1 when the caller holds it afterwards.
+# KEYS[1]: the clock lease. ARGV: token, lease ms, 1 to take it if free (0 to renew
+# only: a lease that ran out may have served another holder since). 1 when the caller
+# holds it afterwards.
 HOLD_LEASE = """
 local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then return 0 end
+if holder ~= ARGV[1] and (holder or ARGV[3] == '0') then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
@@ -427,9 +428,10 @@ class RedisStore:
         )
         return [(timer_entity(member), score) for score, member in found[:limit]]
 
-    async def hold_lease(self, key: str, token: str, lease_s: float) -> bool:
-        """Take or renew the lease `key` for `token`; False while another holds it."""
-        return bool(await self._hold(keys=[key], args=[token, int(lease_s * 1000)]))
+    async def hold_lease(self, key: str, token: str, lease_s: float, take: bool) -> bool:
+        """Renew the lease `key` that `token` holds, or with `take` also take it when
+        free; False when another holds it (or, renewing, when it ran out)."""
+        return bool(await self._hold(keys=[key], args=[token, int(lease_s * 1000), int(take)]))
 
     async def drop_lease(self, key: str, token: str) -> None:
         """Give the lease up, if `token` holds it, so a standby takes over at once."""

@@ -73,7 +73,9 @@ class EventClockConsumer:
         try:
             while True:
                 held = await until_done(
-                    lambda: self._store.hold_lease(LEASE_KEY, self._token, self._lease_s),
+                    lambda: self._store.hold_lease(
+                        LEASE_KEY, self._token, self._lease_s, take=True
+                    ),
                     self._stats,
                 )
                 if held:
@@ -141,7 +143,7 @@ class EventClockConsumer:
             await consumer.stop()
 
     async def _renew(self) -> bool:
-        return await self._store.hold_lease(LEASE_KEY, self._token, self._lease_s)
+        return await self._store.hold_lease(LEASE_KEY, self._token, self._lease_s, take=False)
 
     async def _restore(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
         """Assign every input partition and seek each to its stored position (else
