@@ -100,6 +100,51 @@ async def test_a_batch_redelivered_after_a_crash_changes_nothing(store: RedisSto
     assert (await _session(store, customer))["n"] == 40
 
 
+async def test_an_erased_customers_visitor_is_not_rebuilt_by_a_redelivery(
+    store: RedisStore,
+) -> None:
+    """The worker erased a customer, then died before committing: Kafka redelivers the
+    visitor's clicks, the login and the erasure from the same offsets, first the
+    configurator partition alone (another worker may own it), then everything."""
+    customer, visitor = unique("C"), unique("A")
+    clicks = records(
+        "configurator.events",
+        *(
+            event(
+                "configurator.option_selected",
+                anonymous_id=visitor,
+                session_id="S1",
+                model_code="ID4-PRO",
+                category="accessory",
+                option_code=code,
+                occurred_at=at(-60),
+            )
+            for code in "ABC"
+        ),
+        start=200,
+    )
+    login, erasure = records(
+        "identity.events",
+        event("identity.customer_identified", customer_id=customer, anonymous_id=visitor),
+        event("identity.customer_erased", customer_id=customer),
+        start=70,
+    )
+    handler = _handler(store, Sink())
+    await handler.handle([*clicks, login], datetime.now(UTC))
+    assert await store.redis.keys(f"pitlane:anon:*{visitor}*") != []
+    await handler.handle([erasure], datetime.now(UTC))
+
+    for redelivered in (clicks, [*clicks, login, erasure]):
+        result = await _handler(store, Sink()).handle(redelivered, datetime.now(UTC))
+
+        assert await store.redis.keys(f"pitlane:anon:*{visitor}*") == []
+        assert await store.redis.keys(f"pitlane:cust:*{customer}*") == []
+        assert result.notes["dropped: visitor erased"] == len(clicks)
+    salt = Settings().erasure_salt.get_secret_value()
+    tombstone = redis_key(entities.erased_marker(visitor, salt, "anonymous"))
+    assert await store.redis.exists(tombstone) == 1
+
+
 async def test_committed_events_are_forgotten_on_the_next_write(store: RedisStore) -> None:
     customer = unique("C")
     handler = _handler(store, Sink())

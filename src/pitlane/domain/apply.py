@@ -48,7 +48,7 @@ from pitlane.domain.profile import (
     new_vehicle,
     newer,
 )
-from pitlane.domain.routing import configurator_owner
+from pitlane.domain.routing import configurator_owner, visitor_keys
 from pitlane.settings import Settings
 
 DAY_S = 86_400.0
@@ -121,10 +121,20 @@ class _Step:
         return car
 
     def is_erased(self, customer_id: str) -> bool:
-        marker = entities.erased_marker(customer_id, self.settings.erasure_salt.get_secret_value())
+        """True (and noted) when the customer was erased: the event must not rebuild them."""
+        salt = self.settings.erasure_salt.get_secret_value()
+        return self._dropped_by(entities.erased_marker(customer_id, salt), "customer")
+
+    def is_erased_visitor(self, anonymous_id: str) -> bool:
+        """True (and noted) when the visitor's customer was erased: whoever the event
+        names, it must not rebuild the visitor's profile."""
+        salt = self.settings.erasure_salt.get_secret_value()
+        return self._dropped_by(entities.erased_marker(anonymous_id, salt, "anonymous"), "visitor")
+
+    def _dropped_by(self, marker: EntityKey, whom: str) -> bool:
         if self.states.get(marker) is None:
             return False
-        self.notes.append("dropped: customer erased")
+        self.notes.append(f"dropped: {whom} erased")
         return True
 
     def customer(self, customer_id: str) -> State | None:
@@ -247,6 +257,8 @@ def _configurator(step: _Step) -> None:
     assert isinstance(event, ConfiguratorEvent)
     salt = step.settings.erasure_salt.get_secret_value()
     keys = configurator_owner(event, step.states, salt)
+    if keys[0].kind == "anonymous" and step.is_erased_visitor(keys[0].id):
+        return
     known = [key for key in keys if key.kind == "customer"]
     profile = step.customer(known[0].id) if known else step.profile(keys[0])
     if profile is None:
@@ -518,8 +530,8 @@ def _customer_identified(step: _Step) -> None:
     if is_junk_id(event.anonymous_id):
         step.notes.append(f"identity: junk anonymous_id {event.anonymous_id!r} ignored")
         return
-    if step.is_erased(event.customer_id):
-        return
+    if step.is_erased(event.customer_id) or step.is_erased_visitor(event.anonymous_id):
+        return  # an erased customer's visitor stays theirs: no profile, no conflict record
     visitor_key = entities.anonymous(event.anonymous_id)
     visitor_before = step.states.get(visitor_key)
     owner = visitor_before["stitched_to"] if visitor_before is not None else None
@@ -692,16 +704,20 @@ def _customer_updated(step: _Step) -> None:
 
 
 def _customer_erased(step: _Step) -> None:
+    """Delete the customer and their visitors, and leave a tombstone for each of them
+    (whether or not the visitor's own profile is still there) so that no replay,
+    redelivery or later event rebuilds any of them."""
     event = step.event
     assert isinstance(event, CustomerErased)
     salt = step.settings.erasure_salt.get_secret_value()
-    marker = entities.erased_marker(event.customer_id, salt)
     key = entities.customer(event.customer_id)
     profile = step.states.get(key)
     if profile is not None:
         for anonymous_id in profile["anon_ids"]:
-            step.states[entities.anonymous(anonymous_id)] = None
-            step.changed.add(entities.anonymous(anonymous_id))
+            visitor, tombstone = visitor_keys(anonymous_id, salt)
+            step.states[visitor] = None
+            step.changed.add(visitor)
+            _leave_tombstone(step, tombstone)
         for vin in profile["vehicles"]:
             car = step.states.get(entities.vehicle(vin))
             if car is not None:
@@ -709,6 +725,10 @@ def _customer_erased(step: _Step) -> None:
                 step.changed.add(entities.vehicle(vin))
     step.states[key] = None
     step.changed.add(key)
+    _leave_tombstone(step, entities.erased_marker(event.customer_id, salt))
+
+
+def _leave_tombstone(step: _Step, marker: EntityKey) -> None:
     if step.states.get(marker) is None:
         step.states[marker] = new_erased_marker(step.at)
         step.changed.add(marker)

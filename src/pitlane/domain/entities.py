@@ -45,13 +45,19 @@ def vehicle(vin: str) -> EntityKey:
 
 
 @lru_cache(maxsize=65_536)
-def erased_marker(customer_id: str, salt: str) -> EntityKey:
-    """Key of the tombstone an erased customer leaves behind.
+def erased_marker(
+    entity_id: str, salt: str, kind: Literal["customer", "anonymous"] = "customer"
+) -> EntityKey:
+    """Key of the tombstone an erased customer leaves behind, or (`kind="anonymous"`)
+    each visitor stitched to them leaves.
 
     Only a salted hash of the id survives erasure, so the marker keeps late events and
-    replays from rebuilding the profile without keeping the id itself.
+    replays from rebuilding the profile without keeping the id itself. What is hashed
+    differs in the byte after the salt (0 for a customer, as it always was, 1 for a
+    visitor), so a visitor's tombstone never stands for a customer whatever the ids.
     """
-    digest = hashlib.sha256(f"{salt}\x00{customer_id}".encode()).hexdigest()
+    scope = "\x00" if kind == "customer" else "\x01anonymous\x00"
+    digest = hashlib.sha256(f"{salt}{scope}{entity_id}".encode()).hexdigest()
     return _key(("erased", digest[:32]))
 
 

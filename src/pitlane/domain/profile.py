@@ -74,7 +74,8 @@ def new_vehicle(vin: str) -> State:
 
 
 def new_erased_marker(at: float) -> State:
-    """The tombstone of an erased customer: no id, only when."""
+    """The tombstone of an erased customer, or of a visitor stitched to them: no id,
+    only when."""
     return {"kind": "erased", "at": at}
 
 

@@ -1,10 +1,11 @@
 """Which entities an event reads and changes.
 
 Routing runs in rounds: the first answer names what the event alone tells (its
-customer, its vehicle); once those are loaded, a further answer may name what their
-state points to (the customer an anonymous visitor was stitched to, a car's previous
-owner, the vehicles of a customer being erased). The shell loads until the answer
-names nothing new.
+customer or visitor with the erasure tombstone that would forbid it, its vehicle);
+once those are loaded, a further answer may name what their state points to (the
+customer an anonymous visitor was stitched to, a car's previous owner, the visitors
+and vehicles of a customer being erased). The shell loads until the answer names
+nothing new.
 """
 
 from __future__ import annotations
@@ -61,8 +62,9 @@ ROUTES_LOST_BY_APPLYING = frozenset(
 """Event types that reach entities through state the event itself then changes: a
 cancellation finds the car through the booking it closes, a resale finds the previous
 owner on the car it re-links, an erasure finds visitors and cars in the profile it
-deletes. Once the first entity has applied the event, a redelivery cannot find the
-others, so they must be written first (`write_phases`)."""
+deletes (and writes the visitors' tombstones it names through it). Once the first
+entity has applied the event, a redelivery cannot find the others, so they must be
+written first (`write_phases`)."""
 
 Route = tuple[Collection[EntityKey], Collection[EntityKey]]
 """(the entities an event names by itself, those it reached through their state)."""
@@ -102,11 +104,22 @@ def customer_keys(customer_id: str, salt: str) -> list[EntityKey]:
     return [entities.customer(customer_id), entities.erased_marker(customer_id, salt)]
 
 
+def visitor_keys(anonymous_id: str, salt: str) -> list[EntityKey]:
+    """A visitor's profile and the tombstone its customer's erasure left, which would
+    forbid it: the visitor's own profile is gone then, and with it whom it belonged to.
+    """
+    return [
+        entities.anonymous(anonymous_id),
+        entities.erased_marker(anonymous_id, salt, "anonymous"),
+    ]
+
+
 def configurator_owner(event: ConfiguratorEvent, states: States, salt: str) -> list[EntityKey]:
     """The profile a configurator event belongs to: the customer, else the visitor.
 
     A visitor already stitched to a customer is followed to that customer, so clicks
-    after login and clicks before it end up in the same profile.
+    after login and clicks before it end up in the same profile. A visitor's route
+    starts with its profile and its tombstone (`visitor_keys`).
     """
     if not is_junk_id(event.customer_id):
         assert event.customer_id is not None
@@ -117,9 +130,8 @@ def configurator_owner(event: ConfiguratorEvent, states: States, salt: str) -> l
             f"anonymous_id {event.anonymous_id!r} identifies anyone"
         )
     assert event.anonymous_id is not None
-    visitor = entities.anonymous(event.anonymous_id)
-    keys = [visitor]
-    state = states.get(visitor)
+    keys = visitor_keys(event.anonymous_id, salt)
+    state = states.get(keys[0])
     if state is not None and state["stitched_to"] is not None:
         keys.extend(customer_keys(state["stitched_to"], salt))
     return keys
@@ -147,7 +159,7 @@ def keys_for(event: InputEvent, states: States, salt: str) -> list[EntityKey]:
             keys.append(entities.vehicle(booking["vin"]))
     elif isinstance(event, CustomerIdentified):
         if not is_junk_id(event.anonymous_id):
-            keys.append(entities.anonymous(event.anonymous_id))
+            keys.extend(visitor_keys(event.anonymous_id, salt))
     elif isinstance(event, VehicleLinked):
         car = entities.vehicle(event.vin)
         keys.append(car)
@@ -155,6 +167,7 @@ def keys_for(event: InputEvent, states: States, salt: str) -> list[EntityKey]:
         if car_state is not None and car_state["owner"] not in (None, event.customer_id):
             keys.append(entities.customer(car_state["owner"]))
     elif isinstance(event, CustomerErased) and profile is not None:
-        keys.extend(entities.anonymous(a) for a in profile["anon_ids"])
+        for anonymous_id in profile["anon_ids"]:
+            keys.extend(visitor_keys(anonymous_id, salt))
         keys.extend(entities.vehicle(v) for v in profile["vehicles"])
     return keys

@@ -22,6 +22,7 @@ C2 = entities.customer("C2")
 CAR = entities.vehicle(VIN)
 ANON = entities.anonymous(VISITOR)
 MARKER_C1 = entities.erased_marker("C1", b.SALT)
+TOMBSTONE = entities.erased_marker(VISITOR, b.SALT, "anonymous")
 
 
 def ts(n: float) -> float:
@@ -657,6 +658,114 @@ def test_late_events_leave_no_trace_of_an_erased_customer(make: Callable[[], Inp
 
     assert C1 not in store
     assert not mentions(list(store.values()), "C1")
+
+
+def test_erasure_leaves_for_the_visitor_a_tombstone_that_names_no_one() -> None:
+    store = erased_store()
+
+    assert store[TOMBSTONE] == {"kind": "erased", "at": ts(10)}
+    assert TOMBSTONE != MARKER_C1
+    assert [key for key in store if key.kind == "anonymous"] == []
+    assert not mentions([key.id for key in store], VISITOR)
+    assert not any(VISITOR in key.id or "C1" in key.id for key in store)
+
+
+def test_a_visitor_click_redelivered_after_erasure_rebuilds_nothing() -> None:
+    """What Kafka does after a crash: the visitor's clicks, applied before the erasure
+    but not committed, come back once it is done."""
+    history = customer_history()
+    store = b.run([*history, b.customer_erased(at=hours(10))])
+    before = copy.deepcopy(store)
+
+    clicks = [e for e in history if e.anonymous_id == VISITOR and e.customer_id is None]
+    assert len(clicks) == len(anonymous_history())
+    for click in clicks:
+        applied = b.step(click, store)
+        assert applied is not None
+        assert applied.notes == ["dropped: visitor erased"]
+
+    assert store == before
+    assert ANON not in store
+
+
+def test_a_new_click_from_an_erased_customers_device_is_dropped() -> None:
+    store = erased_store()
+    before = copy.deepcopy(store)
+
+    applied = b.step(anonymous_click(category="accessory", code="TOW-BAR", at=hours(12)), store)
+
+    assert applied is not None
+    assert applied.notes == ["dropped: visitor erased"]
+    assert not applied.changed
+    assert store == before
+
+
+def test_the_whole_history_redelivered_after_erasure_rebuilds_nothing() -> None:
+    """The erasure comes back too, at its place in the log: after it, the state is the
+    same as after the first delivery."""
+    history = [*customer_history(), b.customer_erased(at=hours(10))]
+    store = b.run(history)
+    before = copy.deepcopy(store)
+
+    b.run(history, store)
+
+    assert store == before
+
+
+@pytest.mark.parametrize("customer_id", ["C1", "C2"], ids=["same-customer", "another-customer"])
+def test_identifying_an_erased_customers_visitor_rebuilds_nothing(customer_id: str) -> None:
+    """Redelivered, or the device logging in as someone else: the visitor stays with
+    the customer it was stitched to first, and that customer is gone."""
+    store = erased_store()
+    before = copy.deepcopy(store)
+
+    applied = b.step(b.customer_identified(customer_id=customer_id, at=hours(12)), store)
+
+    assert applied is not None
+    assert not applied.changed
+    assert applied.notes == [
+        "dropped: customer erased" if customer_id == "C1" else "dropped: visitor erased"
+    ]
+    assert store == before
+
+
+def test_a_redelivered_identification_after_erasure_rebuilds_nothing() -> None:
+    history = customer_history()
+    identify = next(e for e in history if e.type == "identity.customer_identified")
+    store = b.run([*history, b.customer_erased(at=hours(10))])
+    before = copy.deepcopy(store)
+
+    b.step(identify, store)
+
+    assert store == before
+
+
+def test_erasure_leaves_a_tombstone_for_a_visitor_whose_profile_is_gone() -> None:
+    """An anonymous profile expires (its TTL) while the customer still names it."""
+    store = b.run(customer_history())
+    del store[ANON]
+
+    b.run([b.customer_erased(at=hours(10)), anonymous_click(at=hours(12))], store)
+
+    assert store[TOMBSTONE] == {"kind": "erased", "at": ts(10)}
+    assert ANON not in store
+
+
+def test_a_click_after_the_erasure_in_the_same_batch_is_dropped() -> None:
+    """The shell routes each event of a batch over the batch's working state."""
+    store = b.run(customer_history())
+    erase = b.customer_erased(at=hours(10))
+    click = anonymous_click(category="accessory", code="TOW-BAR", at=hours(12))
+    working = b.load(erase, store, SETTINGS)
+    keys = keys_for(click, working, b.SALT)
+    working.update({key: copy.deepcopy(store.get(key)) for key in keys if key not in working})
+
+    apply(erase, working, SETTINGS)
+    applied = apply(click, working, SETTINGS)
+
+    assert keys_for(click, working, b.SALT) == [ANON, TOMBSTONE]
+    assert applied.notes == ["dropped: visitor erased"]
+    assert working[ANON] is None
 
 
 # --- duplicates and partial writes ----------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -70,3 +72,30 @@ def test_erased_marker_does_not_keep_the_id() -> None:
     assert customer_id not in marker.id
     assert "4711" not in marker.id
     assert marker.id != erased_marker(customer_id, "").id
+
+
+def test_a_customers_marker_is_hashed_as_it_always_was() -> None:
+    """Markers already stored in Redis must keep forbidding their customers."""
+    expected = hashlib.sha256(b"salt-a\x00C123").hexdigest()[:32]
+
+    assert erased_marker("C123", "salt-a") == EntityKey("erased", expected)
+
+
+def test_a_visitors_tombstone_does_not_keep_the_id() -> None:
+    anonymous_id = "anon-7f3a9c2d"
+    tombstone = erased_marker(anonymous_id, "salt-a", "anonymous")
+
+    assert tombstone.kind == "erased"
+    assert anonymous_id not in tombstone.id
+    assert "7f3a9c2d" not in tombstone.id
+    assert tombstone != erased_marker(anonymous_id, "salt-b", "anonymous")
+
+
+@given(st.text(max_size=30), st.text(max_size=30))
+def test_a_visitors_tombstone_never_stands_for_a_customer(anonymous_id: str, other: str) -> None:
+    """Not even for a customer id that spells out the visitor's namespace."""
+    tombstone = erased_marker(anonymous_id, "salt-a", "anonymous")
+
+    assert tombstone != erased_marker(anonymous_id, "salt-a")
+    assert tombstone != erased_marker(other, "salt-a")
+    assert tombstone != erased_marker(f"\x01anonymous\x00{anonymous_id}", "salt-a")

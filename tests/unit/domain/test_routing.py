@@ -23,6 +23,7 @@ C2 = entities.customer("C2")
 MARKER_C1 = erased_marker("C1", SALT)
 MARKER_C2 = erased_marker("C2", SALT)
 VISITOR = entities.anonymous(b.VISITOR)
+TOMBSTONE = erased_marker(b.VISITOR, SALT, "anonymous")
 CAR = entities.vehicle(b.VIN)
 
 States = dict[EntityKey, State | None]
@@ -51,11 +52,20 @@ def test_configurator_event_of_a_customer_names_profile_and_erasure_marker() -> 
     assert keys_for(event, {}, SALT) == [C1, MARKER_C1]
 
 
-def test_anonymous_configurator_event_names_the_visitor() -> None:
+def test_anonymous_configurator_event_names_the_visitor_and_its_tombstone() -> None:
     event = b.option_selected(customer_id=None, anonymous_id=b.VISITOR)
 
-    assert keys_for(event, {}, SALT) == [VISITOR]
-    assert keys_for(event, {VISITOR: None}, SALT) == [VISITOR]
+    assert keys_for(event, {}, SALT) == [VISITOR, TOMBSTONE]
+    assert keys_for(event, {VISITOR: None, TOMBSTONE: None}, SALT) == [VISITOR, TOMBSTONE]
+
+
+def test_an_erased_visitors_event_names_its_tombstone_in_the_first_round() -> None:
+    """The tombstone is in the batch's first read: no round trip more than before."""
+    event = b.option_selected(customer_id=None, anonymous_id=b.VISITOR)
+    erased = {TOMBSTONE: {"kind": "erased", "at": 0.0}}
+
+    assert settle(event, erased) == [VISITOR, TOMBSTONE]
+    assert routes_through_state(event, keys_for(event, {}, SALT))
 
 
 def test_visitor_stitched_to_a_customer_also_names_the_customer() -> None:
@@ -63,14 +73,14 @@ def test_visitor_stitched_to_a_customer_also_names_the_customer() -> None:
     visitor = new_profile("anonymous", b.VISITOR)
     visitor["stitched_to"] = "C1"
 
-    assert keys_for(event, {VISITOR: visitor}, SALT) == [VISITOR, C1, MARKER_C1]
-    assert settle(event, {VISITOR: visitor}) == [VISITOR, C1, MARKER_C1]
+    assert keys_for(event, {VISITOR: visitor}, SALT) == [VISITOR, TOMBSTONE, C1, MARKER_C1]
+    assert settle(event, {VISITOR: visitor}) == [VISITOR, TOMBSTONE, C1, MARKER_C1]
 
 
 def test_junk_customer_id_falls_back_to_the_visitor() -> None:
     event = b.option_selected(customer_id="null", anonymous_id=b.VISITOR)
 
-    assert keys_for(event, {}, SALT) == [VISITOR]
+    assert keys_for(event, {}, SALT) == [VISITOR, TOMBSTONE]
 
 
 @pytest.mark.parametrize(
@@ -138,15 +148,18 @@ def test_vehicle_linked_to_its_current_owner_names_nobody_else() -> None:
     assert settle(b.vehicle_linked(customer_id="C1"), {CAR: car}) == [C1, MARKER_C1, CAR]
 
 
-def test_customer_identified_names_customer_and_visitor() -> None:
-    assert settle(b.customer_identified(), {}) == [C1, MARKER_C1, VISITOR]
+def test_customer_identified_names_customer_and_visitor_with_their_tombstones() -> None:
+    event = b.customer_identified()
+
+    assert keys_for(event, {}, SALT) == [C1, MARKER_C1, VISITOR, TOMBSTONE]
+    assert settle(event, {}) == [C1, MARKER_C1, VISITOR, TOMBSTONE]
 
 
 def test_customer_identified_with_a_junk_anonymous_id_names_no_visitor() -> None:
     assert settle(b.customer_identified(anonymous_id="null"), {}) == [C1, MARKER_C1]
 
 
-def test_customer_erased_names_stitched_visitors_and_owned_vehicles() -> None:
+def test_customer_erased_names_stitched_visitors_their_tombstones_and_owned_vehicles() -> None:
     profile = customer_with(anon_ids=["anon-1", "anon-2"], vehicles={"VIN-A": 0.0, "VIN-B": 0.0})
     event = b.customer_erased()
 
@@ -155,10 +168,26 @@ def test_customer_erased_names_stitched_visitors_and_owned_vehicles() -> None:
         C1,
         MARKER_C1,
         entities.anonymous("anon-1"),
+        erased_marker("anon-1", SALT, "anonymous"),
         entities.anonymous("anon-2"),
+        erased_marker("anon-2", SALT, "anonymous"),
         entities.vehicle("VIN-A"),
         entities.vehicle("VIN-B"),
     ]
+
+
+def test_visitors_tombstones_are_written_no_later_than_the_profile_that_names_them() -> None:
+    """An erasure reaches its visitors through the profile it deletes: on a split write
+    their tombstones go in an earlier phase than the profile's delete and the marker."""
+    profile = customer_with(anon_ids=[b.VISITOR])
+    event = b.customer_erased()
+    first = keys_for(event, {}, SALT)
+    keys = settle(event, {C1: profile})
+
+    phases = write_phases([(first, [k for k in keys if k not in first])])
+
+    assert phases.get(TOMBSTONE, 0) < phases[C1] == phases[MARKER_C1]
+    assert phases.get(TOMBSTONE, 0) == phases.get(VISITOR, 0)
 
 
 def test_erasing_an_unknown_customer_names_profile_and_marker_only() -> None:
