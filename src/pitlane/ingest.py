@@ -198,7 +198,7 @@ class BatchHandler:
         # Per input partition, the offset below which nothing can be redelivered.
         self._routes: dict[str, list[EntityKey]] = {}
         # First-round keys of the events in hand, so routing runs once per event.
-        self._unpublished: list[tuple[str, list[OutMessage]]] = []
+        self._unpublished: list[_Unpublished] = []
         # Outbox entries this worker wrote and has not published yet.
         self._event_clock: EventClock[tuple[InputEvent, RawRecord]] | None = None
         self._fence: Fence | None = None
@@ -218,8 +218,8 @@ class BatchHandler:
         """
         if self._event_clock is not None:
             raise RuntimeError("the event clock reads with `read` and applies with `advance`")
-        await self._publish_unpublished(now)
         result = BatchResult()
+        await self._publish_unpublished(now, result)
         events: list[InputEvent] = []
         sources: list[RawRecord] = []
         positions: list[Position] = []
@@ -261,7 +261,7 @@ class BatchHandler:
                 await self._publisher.publish(letters)
             result.dead_letters += len(letters)
         self._routes.clear()
-        await self._publish_unpublished(now)
+        await self._publish_unpublished(now, result)
         return result
 
     def committed(self, offsets: dict[tuple[str, int], int]) -> None:
@@ -281,7 +281,7 @@ class BatchHandler:
         """Decide every entity whose deadline has passed; they are leased to this
         worker. Also publishes what dead workers left in the outbox."""
         result = BatchResult()
-        await self._publish_unpublished(now)
+        await self._publish_unpublished(now, result)
         result.republished = await self.take_over_outbox(now)
         if self._event_clock is not None:  # the event clock fires deadlines in `advance`
             return result
@@ -289,7 +289,7 @@ class BatchHandler:
         due = await self._store.claim_due(at, SWEEP_LEASE_S, limit)
         if due:
             await self._transact([], [], due, at, result, now, [])
-            await self._publish_unpublished(now)
+            await self._publish_unpublished(now, result)
         return result
 
     async def take_over_outbox(self, now: datetime, everything: bool = False) -> int:
@@ -353,8 +353,8 @@ class BatchHandler:
         deadline due before it, in event time; publishes what the steps decide."""
         assert self._event_clock is not None
         assert self._fence is not None
-        await self._publish_unpublished(now)
         result = BatchResult()
+        await self._publish_unpublished(now, result)
         watermark = self._event_clock.watermark(monotonic)
         while True:
             due = (
@@ -378,9 +378,8 @@ class BatchHandler:
                 self._letters = letters + self._letters
                 raise
             self._event_clock.released(release)
-            result.dead_letters += len(letters)
         self._routes.clear()
-        await self._publish_unpublished(now)
+        await self._publish_unpublished(now, result)
         return result
 
     async def _step(
@@ -411,13 +410,10 @@ class BatchHandler:
             _note(notes, applied.notes, event)
             await order.decide([k for k in applied.changed if k.kind in DECIDABLE], at)
         await order.fire_until(frontier)
-        decisions = order.decisions
-        outputs = [*trigger_messages(decisions, self._topics), *letters]
         positions = {p: position.encode() for p, position in release.positions.items()}
-        await self._write(tx, decisions, {}, outputs, now, positions)
+        await self._write(tx, order.decisions, {}, letters, now, positions, _Attempts())
         result.duplicates += duplicates
         result.notes.update(notes)
-        _count(result, decisions)
 
     # --- shared -----------------------------------------------------------------------
 
@@ -441,9 +437,12 @@ class BatchHandler:
         now: datetime,
         letters: list[OutMessage],
     ) -> None:
+        attempts = _Attempts()
         for attempt in range(MAX_CONFLICT_RETRIES):
             try:
-                await self._apply_and_decide(events, positions, due, at, result, now, letters)
+                await self._apply_and_decide(
+                    events, positions, due, at, result, now, letters, attempts
+                )
                 return
             except VersionConflict as conflict:
                 result.conflicts += 1
@@ -460,6 +459,7 @@ class BatchHandler:
         result: BatchResult,
         now: datetime,
         letters: list[OutMessage],
+        attempts: _Attempts,
     ) -> None:
         tx = _Transaction(self._store)
         firsts = await self._load(tx, events, due)
@@ -478,12 +478,9 @@ class BatchHandler:
         for key in tx.changed:
             if (state := tx.working[key]) is not None:
                 settle(state, self._committed)
-        outputs = [*trigger_messages(decisions, self._topics), *letters]
-        await self._write(tx, decisions, phases, outputs, now, None)
+        await self._write(tx, decisions, phases, letters, now, None, attempts)
         result.duplicates += duplicates
         result.notes.update(notes)
-        result.dead_letters += len(letters)
-        _count(result, decisions)
 
     async def _load(
         self, tx: _Transaction, events: list[InputEvent], due: list[EntityKey]
@@ -527,16 +524,32 @@ class BatchHandler:
         tx: _Transaction,
         decisions: Decisions,
         phases: dict[EntityKey, int],
-        outputs: list[OutMessage],
+        letters: list[OutMessage],
         now: datetime,
         positions: dict[str, bytes] | None,
+        attempts: _Attempts,
     ) -> None:
-        """Store the transaction with its outbox entry; on success the entry is this
-        worker's to publish."""
+        """Store the transaction with an outbox entry of what it publishes; on success
+        the entry is this worker's to publish (and count)."""
+        if attempts.kept:  # an earlier attempt's entry goes out with what it decided
+            decisions = Decisions(
+                [t for t in decisions.triggers if t.trigger_id not in attempts.kept],
+                [s for s in decisions.suppressed if s.trigger.trigger_id not in attempts.kept],
+                decisions.deadlines,
+            )
+            letters = []
+        outputs = [*trigger_messages(decisions, self._topics), *letters]
+        pending = _Unpublished(
+            uuid.uuid4().hex,
+            outputs,
+            Counter(t.type for t in decisions.triggers),
+            Counter(s.reason for s in decisions.suppressed),
+            len(letters),
+        )
         entry = None
         if outputs:
             lease_until = now.timestamp() + self._outbox_lease_s
-            entry = OutboxEntry(uuid.uuid4().hex, pack_messages(outputs), lease_until)
+            entry = OutboxEntry(pending.id, pack_messages(outputs), lease_until)
         ttl = self._anonymous_ttl
         try:
             await self._store.write(
@@ -555,28 +568,37 @@ class BatchHandler:
                 fence=self._fence,
                 outbox=entry,
             )
-        except VersionConflict:
+        except VersionConflict as conflict:
             if entry is not None and self._store.splits_writes:  # stored ahead of the states
-                await self._store.drop_outbox([entry.id])
+                if conflict.partial:  # some of what it decided is stored: publish it
+                    self._unpublished.append(pending)
+                    attempts.keep(decisions)
+                else:
+                    await self._store.drop_outbox([entry.id])
             raise
         if entry is not None:
-            self._unpublished.append((entry.id, outputs))
+            self._unpublished.append(pending)
 
-    async def _publish_unpublished(self, now: datetime) -> None:
-        """Publish this worker's outbox entries, then forget them; on failure they stay
-        (their lease renewed) for the batch's retry. Taken from the list before the
-        first await, so a sweep and a batch running side by side never both send one."""
+    async def _publish_unpublished(self, now: datetime, result: BatchResult) -> None:
+        """Publish this worker's outbox entries, forget them, and count them in
+        `result`; on failure they stay (their lease renewed) for the batch's retry.
+        Taken from the list before the first await, so a sweep and a batch running
+        side by side never both send one."""
         pending, self._unpublished = self._unpublished, []
         if not pending:
             return
-        ids = [entry for entry, _ in pending]
+        ids = [entry.id for entry in pending]
         try:
             await self._store.renew_outbox(ids, now.timestamp() + self._outbox_lease_s)
-            await self._publisher.publish([m for _, messages in pending for m in messages])
+            await self._publisher.publish([m for entry in pending for m in entry.messages])
         except BaseException:
             self._unpublished[:0] = pending
             raise
         await self._store.drop_outbox(ids)
+        for entry in pending:
+            result.triggers.update(entry.triggers)
+            result.suppressed.update(entry.suppressed)
+            result.dead_letters += entry.dead_letters
 
     def _first_keys(self, event: InputEvent) -> list[EntityKey]:
         keys = self._routes.get(event.event_id)
@@ -660,10 +682,29 @@ def _note(notes: Counter[str], applied: list[str], event: InputEvent) -> None:
                 log.warning("%s (event %s)", note, event.event_id)
 
 
-def _count(result: BatchResult, decisions: Decisions) -> None:
-    """Count a stored transaction's triggers and held-back ones."""
-    result.triggers.update(t.type for t in decisions.triggers)
-    result.suppressed.update(s.reason for s in decisions.suppressed)
+@dataclass(slots=True)
+class _Unpublished:
+    """An outbox entry this worker stored and has not published yet, with its counts."""
+
+    id: str
+    messages: list[OutMessage]
+    triggers: Counter[str]
+    suppressed: Counter[str]
+    dead_letters: int
+
+
+@dataclass(slots=True)
+class _Attempts:
+    """What earlier attempts of one transaction left to publish: on a Redis Cluster an
+    attempt that lost its compare-and-set on one node may have stored the rest, and
+    then its messages go out, and its retry does not send them again."""
+
+    kept: set[str] = field(default_factory=set)
+
+    def keep(self, decisions: Decisions) -> None:
+        """An attempt's `decisions` are published: their trigger ids are not again."""
+        self.kept.update(t.trigger_id for t in decisions.triggers)
+        self.kept.update(s.trigger.trigger_id for s in decisions.suppressed)
 
 
 class _Transaction:

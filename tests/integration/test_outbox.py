@@ -135,9 +135,10 @@ async def test_a_publish_that_fails_is_published_once_by_the_batch_retry(
     with pytest.raises(PublishFailed):
         await handler.handle(batch, datetime.now(UTC))
     broker.away = False  # the broker is back: the consumer retries the batch
-    await handler.handle(batch, datetime.now(UTC))
+    result = await handler.handle(batch, datetime.now(UTC))
 
     assert len(broker.on(SERVICE_DUE)) == 1
+    assert result.triggers == {"service_due": 1}  # counted when published
     assert await store.redis.hlen(OUTBOX_KEY) == 0
 
 

@@ -3,6 +3,7 @@ of a split write, and a whole worker firing triggers and serving the dealer view
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -340,3 +341,58 @@ def test_a_worker_on_the_cluster_fires_triggers_and_serves_the_dealer_view(
     assert len(triggers) == 1
     assert status == 200
     assert view["customer_id"] == customer
+
+
+@pytest.mark.parametrize("changed", ["vehicle", "customer"])
+async def test_a_conflict_after_part_of_a_write_landed_publishes_the_trigger_once(
+    stack: EmbeddedStack, store: RedisClusterStore, changed: str
+) -> None:
+    """A service reminder is stored on two nodes: on the owner's profile (its contact
+    history) and on the car (its cycle marked fired). Another worker changes one of
+    them in between, so only the other is stored: the trigger goes out once, and the
+    retry neither sends it again, nor holds it back, nor loses it."""
+    customer, car = unique("C"), vin()
+    while store.cluster.get_node_from_key(
+        redis_key(entities.customer(customer))
+    ) == store.cluster.get_node_from_key(redis_key(entities.vehicle(car))):
+        car = vin()
+    setup = [
+        event("identity.consent_updated", customer_id=customer, channel="email", granted=True),
+        event("identity.vehicle_linked", customer_id=customer, vin=car, model_code="ID4"),
+    ]
+    await _handler(store).handle(records("identity.events", *setup), NOW)
+    first_write = asyncio.Event()
+    go_on = asyncio.Event()
+
+    class SlowStore(RedisClusterStore):
+        async def write(self, writes: Any, deadlines: Any = None, **more: Any) -> None:
+            batch = list(writes)
+            if not go_on.is_set():
+                first_write.set()
+                await go_on.wait()
+            await super().write(batch, deadlines, **more)
+
+    slow = SlowStore(stack.redis_cluster_url, per_node_scripts=store.per_node_scripts)
+    await slow.start()
+    settings = Settings(redis_cluster=True)
+    sink = Sink()
+    handler = BatchHandler(settings, slow, sink, load_topics(settings.topics_file))
+    due = event("telematics.reading", vin=car, odometer_km=14_000)
+    racing = asyncio.create_task(handler.handle(records("telematics.events", due), NOW))
+    await first_write.wait()
+    if changed == "vehicle":
+        other = event("telematics.reading", vin=car, odometer_km=100)
+    else:
+        other = event(
+            "identity.consent_updated", customer_id=customer, channel="sms", granted=False
+        )
+    await _handler(store).handle(records(_topic(other), other, start=1), NOW)
+    go_on.set()
+    result = await racing
+    await slow.close()
+
+    assert result.conflicts >= 1
+    assert len(sink.on("campaign.service-due")) == 1
+    assert sink.on("pitlane.suppressed") == []
+    assert result.triggers == {"service_due": 1}
+    assert (await _state(store, entities.vehicle(car)))["due_fired"] == "initial"

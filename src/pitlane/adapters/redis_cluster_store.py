@@ -159,9 +159,10 @@ class RedisClusterStore(RedisStore):
         for phase in sorted({w.phase for w in batch}):
             groups = self._group([w for w in batch if w.phase == phase], lambda w: redis_key(w.key))
             steps.append([(*compare_and_set_arguments(ws, [], self._shards), ws) for ws in groups])
+        stored = False  # whether some states are stored: a conflict then is partial
         for calls in steps:
             if calls:
-                await self._compare_and_set(calls)
+                stored |= await self._compare_and_set(calls, stored)
 
     def _group(self, items: Sequence[T], name: Callable[[T], str]) -> list[list[T]]:
         """`items` in groups one script call can take: by node or by slot."""
@@ -183,8 +184,10 @@ class RedisClusterStore(RedisStore):
             nodes.setdefault(node.name, (node, []))[1].append(item)
         return list(nodes.values())
 
-    async def _compare_and_set(self, calls: list[_Call]) -> None:
-        """Run `calls` in one pipeline; raise VersionConflict for the first that lost."""
+    async def _compare_and_set(self, calls: list[_Call], stored: bool) -> bool:
+        """Run `calls` in one pipeline; raise VersionConflict for the first that lost
+        (partial when a state was stored, before or by another call of the pipeline).
+        Returns whether these calls stored states."""
         commands: list[_Command]
         if self.per_node_scripts:
             manager = self.cluster.nodes_manager
@@ -201,9 +204,11 @@ class RedisClusterStore(RedisStore):
                 for keys, args, _ in calls
             ]
         results = await self._pipeline(commands)
+        wrote = any(ws and not result for (_, _, ws), result in zip(calls, results, strict=True))
         for (_, _, ws), result in zip(calls, results, strict=True):
             if result:
-                raise_conflict(ws, int(result[0]))
+                raise_conflict(ws, int(result[0]), stored or wrote)
+        return wrote
 
     async def _pipeline(self, commands: Sequence[_Command]) -> list[Any]:
         """Send `commands` (to the node given, else by their keys) in one pipeline.

@@ -273,22 +273,27 @@ class Write(NamedTuple):
 
 
 class VersionConflict(Exception):
-    """Another worker changed an entity between this batch's read and its write."""
+    """Another worker changed an entity between this batch's read and its write.
 
-    def __init__(self, key: EntityKey) -> None:
+    `partial` is True when some states of the write were stored nonetheless (a Redis
+    Cluster writes node by node); on one primary nothing is.
+    """
+
+    def __init__(self, key: EntityKey, partial: bool = False) -> None:
         super().__init__(f"{key.kind} {key.id!r} changed concurrently")
         self.key = key
+        self.partial = partial
 
 
 class LeaseLost(Exception):
     """A write under a fence whose lease another worker holds now: nothing was written."""
 
 
-def raise_conflict(batch: Sequence[Write], result: int) -> None:
+def raise_conflict(batch: Sequence[Write], result: int, partial: bool = False) -> None:
     """Raise what a `COMPARE_AND_SET` reply other than success means."""
     if result == 0:
         raise LeaseLost("the event-clock lease is held by another worker")
-    raise VersionConflict(batch[result - 1].key)
+    raise VersionConflict(batch[result - 1].key, partial)
 
 
 _ABSENT = Loaded(0, None)

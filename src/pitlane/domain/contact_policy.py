@@ -41,12 +41,19 @@ def consented_channels(profile: State) -> list[Channel]:
     return [channel for channel in CHANNELS if channel in consent and consent[channel][0] is True]
 
 
-def evaluate(profile: State, trigger_type: str, at: float, settings: Settings) -> Verdict:
-    """May a `trigger_type` trigger reach this customer at `at`?"""
+def evaluate(
+    profile: State, trigger_type: str, at: float, settings: Settings, trigger_id: str = ""
+) -> Verdict:
+    """May a `trigger_type` trigger reach this customer at `at`?
+
+    The trigger's own delivery, if the profile records it (a decision taken again after
+    a write that landed on the profile but not on the entity that marks the episode,
+    on a Redis Cluster), is no earlier contact: the same trigger gets the same verdict.
+    """
     channels = consented_channels(profile)
     if not channels:
         return Verdict(channels, "no_consent", "no channel is consented to")
-    contacts: list[list[Any]] = profile.get("contacts", [])
+    contacts = [c for c in profile.get("contacts", []) if c[1] != trigger_id]
     recent = [c for c in contacts if c[2] > at - settings.contact_cap_window_s]
     if len(recent) >= settings.contact_cap:
         return Verdict(

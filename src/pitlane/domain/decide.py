@@ -148,7 +148,7 @@ class _Run:
         """Publish `firing` as a trigger or a held-back one; returns its id."""
         at = firing.due_at if self.event_clock and firing.due_at is not None else self.now
         fired = trigger_id(firing.type, firing.subject, firing.episode)
-        verdict = contact_policy.evaluate(profile, firing.type, at, self.settings)
+        verdict = contact_policy.evaluate(profile, firing.type, at, self.settings, fired)
         trigger = Trigger(
             trigger_id=fired,
             type=firing.type,

@@ -96,7 +96,7 @@ class EventClockConsumer:
         consumer = input_consumer(self._settings)
         await consumer.start()
         try:
-            await until_done(
+            self._stats.republished += await until_done(
                 lambda: self._handler.take_over_outbox(self._clock(), everything=True),
                 self._stats,
             )

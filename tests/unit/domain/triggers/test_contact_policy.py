@@ -133,6 +133,15 @@ def test_the_cap_counts_every_type_and_the_cooldown_only_its_own() -> None:
     assert contact_policy.evaluate(state, "c", now, settings).reason is None
 
 
+def test_a_trigger_is_not_held_back_by_its_own_recorded_delivery() -> None:
+    settings = make_settings(contact_cap=1)
+    state = profile()
+    contact_policy.record(state, "a", "t1", 100.0, settings)
+
+    assert contact_policy.evaluate(state, "a", 150.0, settings, "t1").reason is None
+    assert contact_policy.evaluate(state, "a", 150.0, settings, "t2").reason == "contact_cap"
+
+
 def test_recording_the_same_trigger_twice_changes_nothing() -> None:
     settings = make_settings()
     state = profile()
