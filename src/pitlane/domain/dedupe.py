@@ -7,12 +7,14 @@ Two memories, because duplicates come from two places:
 - `pend`, the tags of every event applied from an input offset the consumer group
   has not committed yet, per input partition. After a crash or a rebalance Kafka
   redelivers everything from the committed offset on, and one batch alone can hold
-  more events of one customer than any fixed window keeps (a burst of clicks, or
-  in event-clock mode everything behind an event held for the watermark). A bounded
-  window would forget the oldest of them, and each re-applied event would push the
-  next out of the window in turn. `pend` forgets an entry only once its offset is
-  committed, when it can no longer come back, so it stays as small as the
+  more events of one customer than any fixed window keeps (a burst of clicks). A
+  bounded window would forget the oldest of them, and each re-applied event would
+  push the next out of the window in turn. `pend` forgets an entry only once its
+  offset is committed, when it can no longer come back, so it stays as small as the
   uncommitted part of the log.
+
+The event clock needs only `seen`: its input positions are stored with the state it
+produced, so nothing it applied is read again (`pitlane.event_clock`).
 """
 
 from __future__ import annotations
