@@ -1,7 +1,8 @@
 """The batch handler against a real Redis, with an in-memory sink for what it produces.
 
 Covers what is hard to provoke through a whole worker: a poisonous event, Redis going
-away mid-batch, two workers racing on one customer, and the event clock's held events.
+away mid-batch, two workers racing on one customer, an erased customer's visitor, and
+the store's all-or-nothing write.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 from redis.exceptions import RedisError
 
-from pitlane.adapters.redis_store import RedisStore, VersionConflict, Write, redis_key
+from pitlane.adapters.redis_store import OutboxEntry, RedisStore, VersionConflict, Write, redis_key
 from pitlane.domain import entities
 from pitlane.domain.apply import _HANDLERS
 from pitlane.ingest import BatchHandler
@@ -195,12 +196,12 @@ async def test_two_workers_racing_on_one_customer_both_land(
     release = asyncio.Event()
 
     class SlowStore(RedisStore):
-        async def write(self, writes: Any, deadlines: Any = None, marks: Any = None) -> None:
+        async def write(self, writes: Any, deadlines: Any = None, **more: Any) -> None:
             batch = list(writes)
             if not release.is_set():
                 first_read.set()
                 await release.wait()
-            await super().write(batch, deadlines, marks)
+            await super().write(batch, deadlines, **more)
 
     slow = SlowStore(redis_url)
     await slow.start()
@@ -221,29 +222,6 @@ async def test_two_workers_racing_on_one_customer_both_land(
     assert (await _session(store, customer))["n"] == 2
 
 
-async def test_event_clock_holds_events_until_the_watermark_passes_them(
-    store: RedisStore,
-) -> None:
-    customer = unique("C")
-    sink = Sink()
-    handler = _handler(store, sink, clock="event", allowed_lateness_s=60)
-    handler.expect_partitions({"configurator.events:0"})
-    early = option_click(customer, "A", occurred_at="2026-11-02T08:00:00Z")
-    late = option_click(customer, "B", occurred_at="2026-11-02T08:00:30Z")
-    moves_watermark = option_click(unique("C"), "X", occurred_at="2026-11-02T08:01:10Z")
-
-    await handler.handle(records("configurator.events", early, late), datetime.now(UTC))
-    held = handler.committable({("configurator.events", 0): 2})
-    await handler.handle(
-        records("configurator.events", moves_watermark, start=2), datetime.now(UTC)
-    )
-    after = handler.committable({("configurator.events", 0): 3})
-
-    assert held == {("configurator.events", 0): 0}
-    assert after == {("configurator.events", 0): 1}  # 08:00:30 is still within 60 s
-    assert (await _session(store, customer))["n"] == 1
-
-
 async def test_version_conflict_is_reported_and_nothing_is_written(store: RedisStore) -> None:
     key = entities.customer(unique("C"))
     await store.write([Write(key, 0, {"kind": "customer", "id": key.id})])
@@ -256,31 +234,43 @@ async def test_version_conflict_is_reported_and_nothing_is_written(store: RedisS
     assert loaded[key].state == {"kind": "customer", "id": key.id}
 
 
-async def test_write_stores_states_deadlines_and_marks_together(store: RedisStore) -> None:
+async def test_write_stores_states_deadlines_positions_and_outbox_together(
+    store: RedisStore,
+) -> None:
     car, customer, other = (
         entities.vehicle(unique("V")),
         entities.customer(unique("C")),
         entities.customer(unique("C")),
     )
+    partition = f"{unique('topic')}:0"
+    entry = OutboxEntry(unique("entry"), b"messages", 1.0)
     await store.write(
         [Write(car, 0, {"kind": "vehicle"}), Write(customer, 0, {"kind": "customer"}, 60)],
         {car: 123.5, customer: None, other: 99.0},
-        {"telematics.events:0": 5.0, "telematics.events:1": 7.0},
+        positions={partition: b'{"next": 5}'},
+        outbox=entry,
     )
 
     assert await store.deadline(car) == 123.5
     assert await store.deadline(other) == 99.0
     assert await store.deadline(customer) is None
     assert 0 < await store.redis.ttl(redis_key(customer)) <= 60
-    marks = await store.partition_marks()
-    assert marks["telematics.events:0"] == 5.0
-    assert marks["telematics.events:1"] == 7.0
+    assert (await store.positions())[partition] == b'{"next": 5}'
+    assert await store.claim_outbox(1.0, 2.0, 10) == [(entry.id, b"messages")]
 
-    await store.write([Write(car, 1, None)], {car: None}, {"telematics.events:0": 4.0})
+    with pytest.raises(VersionConflict):  # all or nothing
+        await store.write(
+            [Write(car, 1, None), Write(customer, 0, {"kind": "customer"})],
+            {car: None},
+            positions={partition: b'{"next": 9}'},
+        )
 
-    assert (await store.load([car]))[car].state is None
-    assert await store.deadline(car) is None
-    assert (await store.partition_marks())["telematics.events:0"] == 5.0
+    assert (await store.load([car]))[car].state == {"kind": "vehicle"}
+    assert await store.deadline(car) == 123.5
+    assert (await store.positions())[partition] == b'{"next": 5}'
+    # Leave nothing a sweep in another test of this database would find.
+    await store.write([Write(car, 1, None), Write(customer, 1, None)], {car: None, other: None})
+    await store.drop_outbox([entry.id])
 
 
 async def test_a_due_deadline_fires_on_exactly_one_of_two_sweeping_workers(

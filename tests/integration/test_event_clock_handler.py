@@ -34,11 +34,15 @@ async def store(embedded_stack: EmbeddedStack) -> AsyncIterator[RedisStore]:
 
 
 async def _leader(
-    store: RedisStore, sink: Sink, partitions: dict[str, int], token: str = "leader"
+    store: RedisStore,
+    sink: Sink,
+    partitions: dict[str, int],
+    token: str = "leader",
+    **overrides: Any,
 ) -> BatchHandler:
     """A handler leading the event clock, as `token`, over `partitions` (name ->
-    records in it)."""
-    settings = Settings(clock="event", idle_partition_s=1)
+    records in it), with settings `overrides`."""
+    settings = Settings(clock="event", idle_partition_s=1, **overrides)
     handler = BatchHandler(settings, store, sink, load_topics(settings.topics_file))
     assert await store.hold_lease(LEASE_KEY, token, 10, take=True)
     handler.lead(token)
@@ -160,3 +164,42 @@ async def test_a_new_leader_goes_on_from_the_stored_positions_and_applies_nothin
     assert profile is not None
     assert profile["sessions"]["S1"]["n"] == 6
     assert Position.decode((await store.positions())["configurator.events:0"]).next == 6
+
+
+async def test_events_wait_for_the_watermark_and_the_position_for_the_first_held(
+    store: RedisStore,
+) -> None:
+    customer = unique("C")
+    early, late, moves_watermark = (
+        event(
+            "configurator.option_selected",
+            customer_id=who,
+            session_id="S1",
+            model_code="ID4",
+            category="wheels",
+            option_code=code,
+            occurred_at=when,
+        )
+        for who, code, when in (
+            (customer, "A", "2026-11-02T08:00:00Z"),
+            (customer, "B", "2026-11-02T08:00:30Z"),
+            (unique("C"), "X", "2026-11-02T08:01:10Z"),
+        )
+    )
+    name = "configurator.events:0"
+    handler = await _leader(store, Sink(), {name: 3}, allowed_lateness_s=60)
+
+    await handler.read(records("configurator.events", early, late), datetime.now(UTC))
+    await handler.advance(datetime.now(UTC), monotonic=0)
+    nothing = await store.positions()
+    await handler.read(records("configurator.events", moves_watermark, start=2), datetime.now(UTC))
+    await handler.advance(datetime.now(UTC), monotonic=0)
+
+    loaded = await store.load([entities.customer(customer)])
+    profile = loaded[entities.customer(customer)].state
+    assert nothing == {}
+    assert profile is not None
+    assert profile["sessions"]["S1"]["n"] == 1  # 08:00:30 is within 60 s of 08:01:10
+    first_click = datetime(2026, 11, 2, 8, tzinfo=UTC).timestamp()
+    assert Position.decode((await store.positions())[name]) == Position(1, first_click)
+    assert handler.event_clock.held_count == 2
