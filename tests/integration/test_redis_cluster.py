@@ -185,10 +185,10 @@ class _DiesBeforeWriting(RedisClusterStore):
         super().__init__(url, per_node_scripts=per_node)
         self._key = key
 
-    async def _compare_and_set(self, calls: Any) -> None:
+    async def _compare_and_set(self, calls: Any, stored: bool) -> bool:
         if any(w.key == self._key for _, _, writes in calls for w in writes):
             raise ConnectionError("worker killed")
-        await super()._compare_and_set(calls)
+        return await super()._compare_and_set(calls, stored)
 
 
 async def test_a_resale_cut_short_between_its_writes_is_completed_by_redelivery(
