@@ -200,6 +200,10 @@ class BatchHandler:
         # First-round keys of the events in hand, so routing runs once per event.
         self._unpublished: list[_Unpublished] = []
         # Outbox entries this worker wrote and has not published yet.
+        self._token = uuid.uuid4().hex
+        # Who this worker is, as the owner of outbox entries.
+        self._mine: set[str] = set()
+        # Ids of the outbox entries this worker wrote and has not dropped yet.
         self._event_clock: EventClock[tuple[InputEvent, RawRecord]] | None = None
         self._fence: Fence | None = None
         self._letters: list[OutMessage] = []
@@ -299,11 +303,16 @@ class BatchHandler:
         expired_by = float("inf") if everything else now.timestamp()
         lease_until = now.timestamp() + self._outbox_lease_s
         sent = 0
-        while taken := await self._store.claim_outbox(expired_by, lease_until, 100):
-            messages = [m for _, packed in taken for m in unpack_messages(packed)]
+        while taken := await self._store.claim_outbox(expired_by, lease_until, 100, self._token):
+            # This worker's own entries (their lease ran out while Redis or Kafka was
+            # away) are published where they were written, once.
+            theirs = [(entry, packed) for entry, packed in taken if entry not in self._mine]
+            if not theirs:
+                break
+            messages = [m for _, packed in theirs for m in unpack_messages(packed)]
             log.warning("publishing %d messages a stopped worker left in the outbox", len(messages))
             await self._publisher.publish(messages)
-            await self._store.drop_outbox([entry for entry, _ in taken])
+            await self._store.drop_outbox([entry for entry, _ in theirs])
             sent += len(messages)
         return sent
 
@@ -549,7 +558,8 @@ class BatchHandler:
         entry = None
         if outputs:
             lease_until = now.timestamp() + self._outbox_lease_s
-            entry = OutboxEntry(pending.id, pack_messages(outputs), lease_until)
+            entry = OutboxEntry(pending.id, pack_messages(outputs), lease_until, self._token)
+            self._mine.add(entry.id)
         ttl = self._anonymous_ttl
         try:
             await self._store.write(
@@ -569,12 +579,15 @@ class BatchHandler:
                 outbox=entry,
             )
         except VersionConflict as conflict:
-            if entry is not None and self._store.splits_writes:  # stored ahead of the states
-                if conflict.partial:  # some of what it decided is stored: publish it
+            if entry is not None:
+                if not self._store.splits_writes:  # nothing was stored
+                    self._mine.discard(entry.id)
+                elif conflict.partial:  # some of what it decided is stored: publish it
                     self._unpublished.append(pending)
                     attempts.keep(decisions)
-                else:
+                else:  # the entry was stored ahead of the states
                     await self._store.drop_outbox([entry.id])
+                    self._mine.discard(entry.id)
             raise
         if entry is not None:
             self._unpublished.append(pending)
@@ -589,12 +602,17 @@ class BatchHandler:
             return
         ids = [entry.id for entry in pending]
         try:
-            await self._store.renew_outbox(ids, now.timestamp() + self._outbox_lease_s)
+            lease_until = now.timestamp() + self._outbox_lease_s
+            owned = await self._store.renew_outbox(ids, lease_until, self._token)
+            if len(owned) < len(pending):
+                log.warning("%d outbox entries were taken over", len(pending) - len(owned))
+                pending = [entry for entry in pending if entry.id in owned]
             await self._publisher.publish([m for entry in pending for m in entry.messages])
         except BaseException:
             self._unpublished[:0] = pending
             raise
-        await self._store.drop_outbox(ids)
+        await self._store.drop_outbox([entry.id for entry in pending])
+        self._mine.difference_update(ids)
         for entry in pending:
             result.triggers.update(entry.triggers)
             result.suppressed.update(entry.suppressed)

@@ -243,7 +243,7 @@ async def test_write_stores_states_deadlines_positions_and_outbox_together(
         entities.customer(unique("C")),
     )
     partition = f"{unique('topic')}:0"
-    entry = OutboxEntry(unique("entry"), b"messages", 1.0)
+    entry = OutboxEntry(unique("entry"), b"messages", 1.0, "writer")
     await store.write(
         [Write(car, 0, {"kind": "vehicle"}), Write(customer, 0, {"kind": "customer"}, 60)],
         {car: 123.5, customer: None, other: 99.0},
@@ -256,7 +256,7 @@ async def test_write_stores_states_deadlines_positions_and_outbox_together(
     assert await store.deadline(customer) is None
     assert 0 < await store.redis.ttl(redis_key(customer)) <= 60
     assert (await store.positions())[partition] == b'{"next": 5}'
-    assert await store.claim_outbox(1.0, 2.0, 10) == [(entry.id, b"messages")]
+    assert await store.claim_outbox(1.0, 2.0, 10, "taker") == [(entry.id, b"messages")]
 
     with pytest.raises(VersionConflict):  # all or nothing
         await store.write(

@@ -30,6 +30,7 @@ from wire import Sink, event, records, unique, vin
 pytestmark = pytest.mark.integration
 
 SERVICE_DUE = "campaign.service-due"
+_LEASE = timedelta(seconds=OUTBOX_LEASE_FACTOR * Settings().session_timeout_s)
 
 
 @pytest.fixture
@@ -150,13 +151,54 @@ async def test_what_a_dead_worker_left_unpublished_goes_out_once_its_lease_runs_
     with pytest.raises(PublishFailed):  # written, then the worker "dies"
         await _handler(store, _Broker()).handle(_reading(car, 14_000, 0), now)
     other, sink = Sink(), Sink()
-    lease = timedelta(seconds=OUTBOX_LEASE_FACTOR * Settings().session_timeout_s)
 
-    await _handler(store, other).fire_due(now + lease / 2)
-    result = await _handler(store, sink).fire_due(now + lease + timedelta(seconds=1))
+    await _handler(store, other).fire_due(now + _LEASE / 2)
+    result = await _handler(store, sink).fire_due(now + _LEASE + timedelta(seconds=1))
 
     assert other.on(SERVICE_DUE) == []  # still the writer's to publish
     triggers = [t for t in sink.on(SERVICE_DUE) if t["context"]["vin"] == car]
     assert [t["customer_id"] for t in triggers] == [customer]
     assert result.republished >= 1
     assert await store.redis.hlen(OUTBOX_KEY) == 0
+
+
+async def test_a_worker_whose_entry_was_taken_over_does_not_publish_it_too(
+    store: RedisStore,
+) -> None:
+    """Kafka was away longer than the lease: another worker published the entry, so
+    the writer's retry must not send it again."""
+    _, car = await _owned_car(store)
+    now = datetime.now(UTC)
+    broker, other = _Broker(), Sink()
+    writer = _handler(store, broker)
+    batch = _reading(car, 14_000, 0)
+    with pytest.raises(PublishFailed):
+        await writer.handle(batch, now)
+
+    await _handler(store, other).fire_due(now + _LEASE + timedelta(seconds=1))
+    broker.away = False
+    await writer.handle(batch, now + _LEASE + timedelta(seconds=2))
+
+    assert len(other.on(SERVICE_DUE)) == 1
+    assert broker.on(SERVICE_DUE) == []
+
+
+async def test_a_workers_own_lapsed_entry_is_published_once_by_itself(
+    store: RedisStore,
+) -> None:
+    """Redis or Kafka was away longer than the lease and nobody else took the entry:
+    the writer's own sweep leaves it to the writer's retry, which sends it once."""
+    _, car = await _owned_car(store)
+    now = datetime.now(UTC)
+    broker = _Broker()
+    writer = _handler(store, broker)
+    batch = _reading(car, 14_000, 0)
+    with pytest.raises(PublishFailed):
+        await writer.handle(batch, now)
+    broker.away = False
+
+    swept = await writer.fire_due(now + _LEASE + timedelta(seconds=1))
+    await writer.handle(batch, now + _LEASE + timedelta(seconds=2))
+
+    assert len(broker.on(SERVICE_DUE)) == 1
+    assert swept.republished == 0

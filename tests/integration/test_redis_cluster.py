@@ -112,14 +112,14 @@ async def test_a_batch_across_every_node_is_read_and_written(store: RedisCluster
 
 async def test_the_outbox_entry_is_stored_with_the_writes(store: RedisClusterStore) -> None:
     key = entities.customer(unique("C"))
-    entry = OutboxEntry(unique("entry"), b"packed messages", 123.0)
+    entry = OutboxEntry(unique("entry"), b"packed messages", 123.0, "writer")
 
     await store.write([Write(key, 0, {"n": 1})], {key: 5.0}, outbox=entry)
 
     assert (await store.load([key]))[key].state == {"n": 1}
-    assert await store.claim_outbox(200.0, 300.0, 10) == [(entry.id, b"packed messages")]
+    assert await store.claim_outbox(200.0, 300.0, 10, "taker") == [(entry.id, b"packed messages")]
     await store.drop_outbox([entry.id])
-    assert await store.claim_outbox(float("inf"), 300.0, 10) == []
+    assert await store.claim_outbox(float("inf"), 300.0, 10, "taker") == []
 
 
 async def test_event_clock_positions_need_one_primary(store: RedisClusterStore) -> None:

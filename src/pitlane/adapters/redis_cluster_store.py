@@ -51,8 +51,8 @@ from pitlane.adapters.redis_store import (
 from pitlane.domain.entities import EntityKey
 
 _CROSS_SLOT = "#!lua flags=allow-cross-slot-keys\n"
-NODE_COMPARE_AND_SET = f"{_CROSS_SLOT}local KEYS = {{unpack(ARGV, 14)}}\n{COMPARE_AND_SET}"
-"""`COMPARE_AND_SET` over keys of many slots of one node, passed after its 13 arguments."""
+NODE_COMPARE_AND_SET = f"{_CROSS_SLOT}local KEYS = {{unpack(ARGV, 15)}}\n{COMPARE_AND_SET}"
+"""`COMPARE_AND_SET` over keys of many slots of one node, passed after its 14 arguments."""
 NODE_READ = (
     f"{_CROSS_SLOT}local values = {{}}\n"
     "for i, key in ipairs(ARGV) do values[i] = redis.call('GET', key) end\n"

@@ -32,11 +32,12 @@ _SUFFIX = {"customer": ":profile", "anonymous": ":profile", "vehicle": ":state",
 # (0 = none), byte length of the new value (-1 = delete). ARGV[5]: the new values,
 # concatenated. ARGV[6]: timer members, separated by 0x1f (ASCII unit separator).
 # ARGV[7]: per member "shard-key-index deadline" ("index" alone = drop), comma-separated.
-# ARGV[8]: where in KEYS the positions hash, the clock lease, the outbox and its lease
-# index are, comma-separated (0 = not named). ARGV[9]: the lease token the writer
+# ARGV[8]: where in KEYS the positions hash, the clock lease, the outbox, its lease
+# index and its owners are, comma-separated (0 = not named). ARGV[9]: the lease token the writer
 # holds (checked when the lease is named: a worker that lost it writes nothing).
 # ARGV[10]: positions, "partition 0x1e encoded" pairs separated by 0x1f. ARGV[11],
-# [12], [13]: an outbox entry to add (id, messages, lease expiry; '' = none).
+# [12], [13], [14]: an outbox entry to add (id, messages, lease expiry, owner; '' =
+# none).
 # Packing many values into few arguments keeps the client from encoding thousands of
 # arguments per batch. All-or-nothing: the first moved version aborts the whole write
 # and is reported ({i}; {0}: the lease is lost), so state, deadlines, positions and
@@ -91,6 +92,7 @@ end
 if ARGV[11] ~= '' then
   redis.call('HSET', KEYS[at[3]], ARGV[11], ARGV[12])
   redis.call('ZADD', KEYS[at[4]], ARGV[13], ARGV[11])
+  redis.call('HSET', KEYS[at[5]], ARGV[11], ARGV[14])
 end
 return {}
 """
@@ -105,9 +107,9 @@ for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], lease, member) end
 return due
 """
 
-# KEYS: the outbox, its lease index. ARGV: lease expiry up to which to take, the new
-# expiry, limit. Takes the entries whose writer neither published nor renewed them in
-# time (it died), leased to the caller.
+# KEYS: the outbox, its lease index, its owners. ARGV: lease expiry up to which to
+# take, the new expiry, limit, the taker. Takes the entries whose owner neither
+# published nor renewed them in time (it died), leased to and owned by the taker.
 CLAIM_OUTBOX = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
 local taken = {}
@@ -115,6 +117,7 @@ for _, id in ipairs(ids) do
   local messages = redis.call('HGET', KEYS[1], id)
   if messages then
     redis.call('ZADD', KEYS[2], ARGV[2], id)
+    redis.call('HSET', KEYS[3], id, ARGV[4])
     taken[#taken + 1] = id
     taken[#taken + 1] = messages
   else
@@ -122,6 +125,20 @@ for _, id in ipairs(ids) do
   end
 end
 return taken
+"""
+
+# KEYS: the outbox's lease index, its owners. ARGV: the owner, the new expiry, then
+# entry ids. Renews the lease of the entries the caller still owns, and names them:
+# one another worker took over is no longer the caller's to publish.
+RENEW_OUTBOX = """
+local owned = {}
+for i = 3, #ARGV do
+  if redis.call('HGET', KEYS[2], ARGV[i]) == ARGV[1] then
+    redis.call('ZADD', KEYS[1], ARGV[2], ARGV[i])
+    owned[#owned + 1] = ARGV[i]
+  end
+end
+return owned
 """
 
 # KEYS[1]: the clock lease. ARGV: token, lease ms, 1 to take it if free (0 to renew
@@ -147,7 +164,11 @@ LEASE_KEY = "pitlane:clock:{clock}:leader"
 OUTBOX_KEY = "pitlane:outbox:{outbox}"
 """Hash of outbox entry id -> the messages a write decided, until they are published."""
 OUTBOX_LEASES_KEY = "pitlane:outbox:{outbox}:leases"
-"""Sorted set of outbox entry id -> when its writer's claim on it runs out."""
+"""Sorted set of outbox entry id -> when its owner's claim on it runs out."""
+OUTBOX_OWNERS_KEY = "pitlane:outbox:{outbox}:owners"
+"""Hash of outbox entry id -> the worker that is to publish it (its writer, or the
+worker that took it over)."""
+_OUTBOX_KEYS = [OUTBOX_KEY, OUTBOX_LEASES_KEY, OUTBOX_OWNERS_KEY]
 
 
 def redis_key(key: EntityKey) -> str:
@@ -180,13 +201,14 @@ class OutboxEntry(NamedTuple):
     """Messages a write decided, stored with it and published after it.
 
     `id` names the entry (one per write attempt), `messages` is their encoded form
-    (`pitlane.outbox`), `lease_until` (epoch seconds) when another worker may take them
-    over if the writer has not published them by then.
+    (`ingest.pack_messages`), `owner` the worker that publishes them, and `lease_until`
+    (epoch seconds) when another worker may take them over if it has not by then.
     """
 
     id: str
     messages: bytes
     lease_until: float
+    owner: str
 
 
 class Fence(NamedTuple):
@@ -221,8 +243,7 @@ def compare_and_set_arguments(
     extras = [
         POSITIONS_KEY if positions else None,
         fence.key if fence else None,
-        OUTBOX_KEY if outbox else None,
-        OUTBOX_LEASES_KEY if outbox else None,
+        *(_OUTBOX_KEYS if outbox else (None, None, None)),
     ]
     places = []
     for extra in extras:
@@ -242,7 +263,11 @@ def compare_and_set_arguments(
         ",".join(map(str, places)),
         fence.token if fence else "",
         b"\x1f".join(b"%s\x1e%s" % (p.encode(), v) for p, v in sorted((positions or {}).items())),
-        *((outbox.id, outbox.messages, repr(outbox.lease_until)) if outbox else ("", "", "")),
+        *(
+            (outbox.id, outbox.messages, repr(outbox.lease_until), outbox.owner)
+            if outbox
+            else ("", "", "", "")
+        ),
     ]
     return keys, args
 
@@ -334,6 +359,7 @@ class RedisStore:
         self._cas: Any = None
         self._claim: Any = None
         self._claim_outbox: Any = None
+        self._renew_outbox: Any = None
         self._hold: Any = None
         self._drop: Any = None
 
@@ -341,6 +367,7 @@ class RedisStore:
         """Scripts over keys of one slot, which a cluster client runs like any other."""
         self._claim = client.register_script(CLAIM_DUE)
         self._claim_outbox = client.register_script(CLAIM_OUTBOX)
+        self._renew_outbox = client.register_script(RENEW_OUTBOX)
         self._hold = client.register_script(HOLD_LEASE)
         self._drop = client.register_script(DROP_LEASE)
 
@@ -448,21 +475,25 @@ class RedisStore:
         return {k.decode(): v for k, v in raw.items()}
 
     async def claim_outbox(
-        self, expired_by: float, lease_until: float, limit: int
+        self, expired_by: float, lease_until: float, limit: int, owner: str
     ) -> list[tuple[str, bytes]]:
-        """Outbox entries whose lease ran out by `expired_by` (their writer died before
-        publishing them; `inf` takes every entry), leased to the caller until
-        `lease_until`."""
+        """Outbox entries whose lease ran out by `expired_by` (their owner died before
+        publishing them; `inf` takes every entry), now `owner`'s until `lease_until`."""
         upto = "+inf" if expired_by == float("inf") else repr(expired_by)
         taken = await self._claim_outbox(
-            keys=[OUTBOX_KEY, OUTBOX_LEASES_KEY], args=[upto, repr(lease_until), limit]
+            keys=_OUTBOX_KEYS, args=[upto, repr(lease_until), limit, owner]
         )
         return [(taken[i].decode(), taken[i + 1]) for i in range(0, len(taken), 2)]
 
-    async def renew_outbox(self, ids: Sequence[str], lease_until: float) -> None:
-        """Keep entries this worker is still publishing (Kafka away) from takeover."""
-        if ids:
-            await self.redis.zadd(OUTBOX_LEASES_KEY, dict.fromkeys(ids, lease_until), xx=True)
+    async def renew_outbox(self, ids: Sequence[str], lease_until: float, owner: str) -> set[str]:
+        """Renew the entries `owner` still owns; returns their ids (the others were
+        taken over, and are no longer `owner`'s to publish)."""
+        if not ids:
+            return set()
+        owned = await self._renew_outbox(
+            keys=_OUTBOX_KEYS[1:], args=[owner, repr(lease_until), *ids]
+        )
+        return {entry.decode() for entry in owned}
 
     async def drop_outbox(self, ids: Sequence[str]) -> None:
         """Forget published outbox entries."""
@@ -470,6 +501,7 @@ class RedisStore:
             pipe = self.redis.pipeline(transaction=False)
             pipe.hdel(OUTBOX_KEY, *ids)
             pipe.zrem(OUTBOX_LEASES_KEY, *ids)
+            pipe.hdel(OUTBOX_OWNERS_KEY, *ids)
             await pipe.execute()
 
     async def deadline(self, key: EntityKey) -> float | None:
