@@ -589,6 +589,10 @@ class BatchHandler:
                     await self._store.drop_outbox([entry.id])
                     self._mine.discard(entry.id)
             raise
+        except BaseException:
+            if entry is not None:  # stored or not, nobody knows: if it was, the
+                self._mine.discard(entry.id)  # sweep takes it over once its lease runs out
+            raise
         if entry is not None:
             self._unpublished.append(pending)
 

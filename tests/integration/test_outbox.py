@@ -202,3 +202,38 @@ async def test_a_workers_own_lapsed_entry_is_published_once_by_itself(
 
     assert len(broker.on(SERVICE_DUE)) == 1
     assert swept.republished == 0
+
+
+async def test_a_write_whose_reply_was_lost_has_its_messages_published_once(
+    store: RedisStore, redis_url: str
+) -> None:
+    """Redis stored the write but the connection broke before its reply: the batch's
+    retry finds nothing new to decide, and the entry goes out once its lease runs out."""
+    _, car = await _owned_car(store)
+
+    class ReplyLost(RedisStore):
+        lost = False
+
+        async def write(self, writes: Any, deadlines: Any = None, **more: Any) -> None:
+            await super().write(writes, deadlines, **more)
+            if more.get("outbox") is not None and not self.lost:
+                self.lost = True
+                raise ConnectionError("connection reset by peer")
+
+    flaky = ReplyLost(redis_url)
+    await flaky.start()
+    sink = Sink()
+    handler = _handler(flaky, sink)
+    batch = _reading(car, 14_000, 0)
+    now = datetime.now(UTC)
+    with pytest.raises(ConnectionError):
+        await handler.handle(batch, now)
+    await handler.handle(batch, now)  # the consumer's retry
+
+    before_lease = len(sink.on(SERVICE_DUE))
+    swept = await handler.fire_due(now + _LEASE + timedelta(seconds=1))
+    await flaky.close()
+
+    assert before_lease == 0
+    assert len(sink.on(SERVICE_DUE)) == 1
+    assert swept.republished == 1
