@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -12,11 +13,12 @@ import orjson
 import redis
 from kafka import KafkaConsumer, TopicPartition
 
-from pitlane.adapters.redis_store import decode
+from pitlane.adapters.redis_store import RedisStore, decode
 from pitlane.bench_profile import Record
 from pitlane.ingest import OutMessage
 
 T = TypeVar("T")
+StoreT = TypeVar("StoreT", bound=RedisStore)
 
 
 def at(seconds_from_now: float = 0.0) -> str:
@@ -136,3 +138,23 @@ class Sink:
 
     def on(self, topic: str) -> list[dict[str, Any]]:
         return [orjson.loads(m.value) for m in self.messages if m.topic == topic]
+
+
+def pausing_first_write(base: type[StoreT]) -> type[StoreT]:
+    """`base`, whose first write waits, once it has set `reached`, until `release` is
+    set: the moment at which another worker can change what the write has read."""
+
+    class PausingFirstWrite(base):  # type: ignore[valid-type,misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.reached = asyncio.Event()
+            self.release = asyncio.Event()
+
+        async def write(self, writes: Any, deadlines: Any = None, **more: Any) -> None:
+            batch = list(writes)
+            if not self.release.is_set():
+                self.reached.set()
+                await self.release.wait()
+            await super().write(batch, deadlines, **more)
+
+    return PausingFirstWrite  # type: ignore[return-value]

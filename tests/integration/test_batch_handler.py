@@ -24,7 +24,7 @@ from pitlane.ingest import BatchHandler
 from pitlane.settings import Settings
 from pitlane.stack.embedded import EmbeddedStack, find_redis_server, free_port
 from pitlane.topics import load_topics
-from wire import Sink, at, event, option_click, records, unique, vin
+from wire import Sink, at, event, option_click, pausing_first_write, records, unique, vin
 
 pytestmark = pytest.mark.integration
 
@@ -192,29 +192,18 @@ async def test_two_workers_racing_on_one_customer_both_land(
     store: RedisStore, redis_url: str
 ) -> None:
     customer = unique("C")
-    first_read = asyncio.Event()
-    release = asyncio.Event()
-
-    class SlowStore(RedisStore):
-        async def write(self, writes: Any, deadlines: Any = None, **more: Any) -> None:
-            batch = list(writes)
-            if not release.is_set():
-                first_read.set()
-                await release.wait()
-            await super().write(batch, deadlines, **more)
-
-    slow = SlowStore(redis_url)
+    slow = pausing_first_write(RedisStore)(redis_url)
     await slow.start()
     racing = asyncio.create_task(
         _handler(slow, Sink()).handle(
             records("configurator.events", option_click(customer, "A")), datetime.now(UTC)
         )
     )
-    await first_read.wait()
+    await slow.reached.wait()
     await _handler(store, Sink()).handle(
         records("configurator.events", option_click(customer, "B")), datetime.now(UTC)
     )
-    release.set()
+    slow.release.set()
     result = await racing
     await slow.close()
 

@@ -25,7 +25,7 @@ from pitlane.ingest import (
 from pitlane.settings import Settings
 from pitlane.stack.embedded import EmbeddedStack
 from pitlane.topics import load_topics
-from wire import Sink, event, records, unique, vin
+from wire import Sink, event, pausing_first_write, records, unique, vin
 
 pytestmark = pytest.mark.integration
 
@@ -97,26 +97,15 @@ async def test_a_batch_that_loses_its_compare_and_set_publishes_its_trigger_once
     store: RedisStore, redis_url: str
 ) -> None:
     _, car = await _owned_car(store)
-    first_write = asyncio.Event()
-    go_on = asyncio.Event()
-
-    class SlowStore(RedisStore):
-        async def write(self, writes: Any, deadlines: Any = None, **more: Any) -> None:
-            batch = list(writes)
-            if not go_on.is_set():
-                first_write.set()
-                await go_on.wait()
-            await super().write(batch, deadlines, **more)
-
-    slow = SlowStore(redis_url)
+    slow = pausing_first_write(RedisStore)(redis_url)
     await slow.start()
     sink = Sink()
     racing = asyncio.create_task(
         _handler(slow, sink).handle(_reading(car, 14_000, 0), datetime.now(UTC))
     )
-    await first_write.wait()  # decided: service due at 14,000 km of 15,000
+    await slow.reached.wait()  # decided: service due at 14,000 km of 15,000
     await _handler(store, Sink()).handle(_reading(car, 100, 1), datetime.now(UTC))
-    go_on.set()
+    slow.release.set()
     result = await racing
     await slow.close()
 

@@ -29,7 +29,18 @@ from pitlane.settings import Settings
 from pitlane.stack.embedded import EmbeddedStack, find_redis_server, free_port
 from pitlane.topics import load_topics
 from pitlane.worker_process import WorkerProcess, embedded_worker_env
-from wire import Sink, at, event, option_click, read_matching, records, unique, vin, wait_for
+from wire import (
+    Sink,
+    at,
+    event,
+    option_click,
+    pausing_first_write,
+    read_matching,
+    records,
+    unique,
+    vin,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -361,25 +372,16 @@ async def test_a_conflict_after_part_of_a_write_landed_publishes_the_trigger_onc
         event("identity.vehicle_linked", customer_id=customer, vin=car, model_code="ID4"),
     ]
     await _handler(store).handle(records("identity.events", *setup), NOW)
-    first_write = asyncio.Event()
-    go_on = asyncio.Event()
-
-    class SlowStore(RedisClusterStore):
-        async def write(self, writes: Any, deadlines: Any = None, **more: Any) -> None:
-            batch = list(writes)
-            if not go_on.is_set():
-                first_write.set()
-                await go_on.wait()
-            await super().write(batch, deadlines, **more)
-
-    slow = SlowStore(stack.redis_cluster_url, per_node_scripts=store.per_node_scripts)
+    slow = pausing_first_write(RedisClusterStore)(
+        stack.redis_cluster_url, per_node_scripts=store.per_node_scripts
+    )
     await slow.start()
     settings = Settings(redis_cluster=True)
     sink = Sink()
     handler = BatchHandler(settings, slow, sink, load_topics(settings.topics_file))
     due = event("telematics.reading", vin=car, odometer_km=14_000)
     racing = asyncio.create_task(handler.handle(records("telematics.events", due), NOW))
-    await first_write.wait()
+    await slow.reached.wait()
     if changed == "vehicle":
         other = event("telematics.reading", vin=car, odometer_km=100)
     else:
@@ -387,7 +389,7 @@ async def test_a_conflict_after_part_of_a_write_landed_publishes_the_trigger_onc
             "identity.consent_updated", customer_id=customer, channel="sms", granted=False
         )
     await _handler(store).handle(records(_topic(other), other, start=1), NOW)
-    go_on.set()
+    slow.release.set()
     result = await racing
     await slow.close()
 
