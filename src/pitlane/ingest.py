@@ -416,7 +416,8 @@ class BatchHandler:
             applied = apply(event, tx.working, self._settings)
             duplicates += not applied.changed
             tx.changed |= applied.changed
-            _note(notes, applied.notes, event)
+            if applied.notes:
+                _note(notes, applied.notes, event)
             await order.decide([k for k in applied.changed if k.kind in DECIDABLE], at)
         await order.fire_until(frontier)
         positions = {p: position.encode() for p, position in release.positions.items()}
@@ -476,11 +477,13 @@ class BatchHandler:
         duplicates = 0
         routes: list[Route] = []
         for event, position, first in zip(events, positions, firsts, strict=True):
-            await self._keys(tx, event, first, routes)
+            if routes_through_state(event, first):  # most do not: no coroutine for them
+                await self._keys(tx, event, first, routes)
             applied = apply(event, tx.working, self._settings, position)
             duplicates += not applied.changed
             tx.changed |= applied.changed
-            _note(notes, applied.notes, event)
+            if applied.notes:  # rarely any: Counter.update is Python, even when empty
+                _note(notes, applied.notes, event)
         touched = [k for k in (*tx.changed, *due) if k.kind in DECIDABLE]
         decisions = await self._decide(tx, touched, at)
         phases = write_phases(routes) if self._store.splits_writes else {}
@@ -697,11 +700,10 @@ class _InEventTime:
 
 def _note(notes: Counter[str], applied: list[str], event: InputEvent) -> None:
     """Count what applying an event noted; identity conflicts are logged too."""
-    if applied:  # rarely any: Counter.update is Python, even when empty
-        notes.update(applied)
-        for note in applied:
-            if note.startswith("identity conflict"):
-                log.warning("%s (event %s)", note, event.event_id)
+    notes.update(applied)
+    for note in applied:
+        if note.startswith("identity conflict"):
+            log.warning("%s (event %s)", note, event.event_id)
 
 
 @dataclass(slots=True)
