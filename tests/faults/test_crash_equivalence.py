@@ -239,12 +239,14 @@ def test_garbage_interleaved_becomes_dead_letters_and_changes_nothing_else(
 
 def test_a_worker_fed_steadily_keeps_its_memory_flat(suite: Suite, tmp_path: Path) -> None:
     """One worker (wall clock) fed at `soak_rate` for `soak_s`: its resident memory at
-    the end is within 10 % of what it was after a warm-up of a quarter of the run.
+    the end is within 10 % of what it was after a warm-up of half the run.
 
     The traffic is steady: the same customers and cars come back, day after day
     (recordings of other seeds over the same population), so what the worker keeps
-    for them, its caches included, is full after the warm-up; memory that still grows
-    after it is a leak."""
+    for them is full after the warm-up; memory that still grows after it is a leak.
+    A worker's resident memory grows by about a fifth over its first 100,000 events
+    (caches, fetch buffers, the allocator's arenas), then stays flat: 107 MB at
+    120,000 events, 109 MB at 240,000 (2026-12-08)."""
     if not suite.soak_s:
         pytest.skip("the soak test runs with PITLANE_CRASH_SUITE=long")
     count = int(suite.soak_rate * suite.soak_s)
@@ -288,7 +290,7 @@ def test_a_worker_fed_steadily_keeps_its_memory_flat(suite: Suite, tmp_path: Pat
     print("  seconds   VmRSS kB   events read")
     for seconds, rss, read in samples:
         print(f"  {seconds:7.0f}  {rss:9d}  {read:12d}")
-    warm = next(s for s in samples if s[0] >= suite.soak_s / 4)
+    warm = next(s for s in samples if s[0] >= suite.soak_s / 2)
     end = samples[-1]
     assert abs(end[1] - warm[1]) <= warm[1] * 0.10, (
         f"RSS went from {warm[1]} kB at {warm[0]:.0f} s to {end[1]} kB at {end[0]:.0f} s"
