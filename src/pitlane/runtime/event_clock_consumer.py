@@ -135,11 +135,14 @@ class EventClockConsumer:
                 self._stats.add(result)
                 await self._commit(consumer)
                 self._lag.watch(consumer)
+        except asyncio.CancelledError:  # stopping: commit where it stands (a leader
+            if self.assigned:  # that lost its lease leaves that to the new one)
+                try:
+                    await self._commit(consumer)
+                except Exception as error:  # the positions in Redis are what counts
+                    log.warning("the last commit failed: %s", error)
+            raise
         finally:
-            try:
-                await self._commit(consumer)
-            except Exception as error:  # the positions in Redis are what counts
-                log.warning("the last commit failed: %s", error)
             await consumer.stop()
 
     async def _renew(self) -> bool:
