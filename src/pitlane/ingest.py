@@ -338,21 +338,19 @@ class BatchHandler:
     async def read(self, records: Sequence[RawRecord], now: datetime) -> BatchResult:
         """Event clock: account for `records` (from partitions `clock.restore`d) and
         hold their events; `advance` applies them."""
-        assert self._event_clock is not None
+        clock = self.event_clock
         result = BatchResult()
         for record in records:
             partition = partition_name(record.topic, record.partition)
-            fresh = self._event_clock.to_read(partition, record.offset)
+            fresh = clock.to_read(partition, record.offset)
             decoded = self._decode(record, now)
             if isinstance(decoded, OutMessage):
                 if fresh:
                     self._letters.append(decoded)
-                self._event_clock.finish(partition, record.offset)
+                clock.finish(partition, record.offset)
                 continue
             occurred = decoded.occurred_at.timestamp()
-            self._event_clock.read(
-                partition, record.offset, occurred, decoded.event_id, (decoded, record)
-            )
+            clock.read(partition, record.offset, occurred, decoded.event_id, (decoded, record))
             if fresh:
                 result.events[decoded.type] += 1
         return result
@@ -360,11 +358,11 @@ class BatchHandler:
     async def advance(self, now: datetime, monotonic: float) -> BatchResult:
         """Event clock: apply, step by step, everything the watermark lets go and every
         deadline due before it, in event time; publishes what the steps decide."""
-        assert self._event_clock is not None
-        assert self._fence is not None
+        clock = self.event_clock
+        assert self._fence is not None, "advance() before lead(): writes would be unfenced"
         result = BatchResult()
         await self._publish_unpublished(now, result)
-        watermark = self._event_clock.watermark(monotonic)
+        watermark = clock.watermark(monotonic)
         while True:
             due = (
                 await self._store.due(watermark, STEP_LIMIT + 1)
@@ -375,7 +373,7 @@ class BatchHandler:
             if len(due) > STEP_LIMIT:
                 due = due[:STEP_LIMIT]
                 frontier = due[-1][1]
-            release = self._event_clock.ready(frontier, STEP_LIMIT)
+            release = clock.ready(frontier, STEP_LIMIT)
             frontier = min(frontier, release.frontier)
             due = [(key, at) for key, at in due if at <= frontier]
             letters, self._letters = self._letters, []
@@ -386,7 +384,7 @@ class BatchHandler:
             except BaseException:
                 self._letters = letters + self._letters
                 raise
-            self._event_clock.released(release)
+            clock.released(release)
         self._routes.clear()
         await self._publish_unpublished(now, result)
         return result
