@@ -7,7 +7,7 @@ not start fails the tests that use it; it is never a skip.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import orjson
@@ -15,6 +15,7 @@ import pytest
 import redis
 from kafka import KafkaProducer
 
+from pitlane.adapters.redis_store import RedisStore
 from pitlane.stack.embedded import EmbeddedStack, free_port
 from pitlane.worker_process import WorkerProcess, embedded_worker_env
 from wire import read_matching
@@ -25,6 +26,15 @@ def embedded_stack() -> Iterator[EmbeddedStack]:
     """The session's running stack, with the topics of topics.yaml created."""
     with EmbeddedStack() as stack:
         yield stack
+
+
+@pytest.fixture
+async def store(redis_url: str) -> AsyncIterator[RedisStore]:
+    """A started store on the `redis_url` the test module names (its own database)."""
+    redis_store = RedisStore(redis_url)
+    await redis_store.start()
+    yield redis_store
+    await redis_store.close()
 
 
 ABANDONMENT_WINDOW_S = 3.0

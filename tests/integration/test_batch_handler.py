@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,14 +31,6 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def redis_url(embedded_stack: EmbeddedStack) -> str:
     return embedded_stack.redis_url.rsplit("/", 1)[0] + "/5"
-
-
-@pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[RedisStore]:
-    redis_store = RedisStore(redis_url)
-    await redis_store.start()
-    yield redis_store
-    await redis_store.close()
 
 
 def _handler(store: RedisStore, sink: Sink, **settings: Any) -> BatchHandler:

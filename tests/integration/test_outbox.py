@@ -7,7 +7,7 @@ Against a real Redis, with in-memory sinks for what the handlers produce.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,14 +36,6 @@ _LEASE = timedelta(seconds=OUTBOX_LEASE_FACTOR * Settings().session_timeout_s)
 @pytest.fixture
 def redis_url(embedded_stack: EmbeddedStack) -> str:
     return embedded_stack.redis_url.rsplit("/", 1)[0] + "/7"
-
-
-@pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[RedisStore]:
-    redis_store = RedisStore(redis_url)
-    await redis_store.start()
-    yield redis_store
-    await redis_store.close()
 
 
 def _handler(store: RedisStore, sink: Any) -> BatchHandler:
